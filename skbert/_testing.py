@@ -1,0 +1,108 @@
+"""Tiny seeded encoders saved to disk, for tests, doctests and offline demos.
+
+``make_tiny_model(path, architecture="bert")`` writes a randomly initialised
+(but seeded, hence reproducible) encoder with a small WordPiece vocabulary and
+safetensors weights, loadable with ``from_pretrained(path)`` like any hub
+model. It is tiny (hidden size 32, 2 layers, 4 heads) so tests run in
+milliseconds.
+"""
+
+from pathlib import Path
+
+__all__ = ["make_tiny_model", "TINY_WORDS"]
+
+TINY_WORDS = (
+    "the a an and or but not no is are was were be been this that these those it "
+    "i you he she we they my your his her our their me him us them "
+    "good great excellent wonderful best love like enjoy fun happy nice "
+    "bad awful terrible worst boring hate dull poor sad ugly "
+    "movie film story plot actor acting scene music book text first second "
+    "one two three very so too really quite just still only also "
+    "what who where when why how which do does did have has had "
+    "cat dog car house city country man woman people time day year "
+    "in on at to of for with from by about as into over after"
+).split()
+
+_SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def _vocab():
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    digits = [str(d) for d in range(10)]
+    punct = list(".,!?;:'\"()-")
+    pieces = ["##" + c for c in letters + digits]
+    return _SPECIAL + letters + digits + punct + pieces + list(dict.fromkeys(TINY_WORDS))
+
+
+def make_tiny_model(path, architecture="bert", *, seed=0, max_position_embeddings=128):
+    """Save a tiny seeded encoder and its tokenizer to ``path``.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Directory to write (created if missing).
+    architecture : {"bert", "distilbert", "roberta"}, default="bert"
+        The model family. All share the same WordPiece vocabulary, except
+        RoBERTa's special tokens (``<s>``, ``</s>``, ``<pad>``).
+    seed : int, default=0
+        Seed of the random weights.
+    max_position_embeddings : int, default=128
+
+    Returns
+    -------
+    path : pathlib.Path
+    """
+    import torch
+    from transformers import BertTokenizerFast
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    vocab = _vocab()
+    if architecture == "roberta":
+        vocab = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"] + vocab[len(_SPECIAL):]
+    vocab_file = path / "vocab.txt"
+    vocab_file.write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    common = dict(
+        vocab_size=len(vocab),
+        max_position_embeddings=max_position_embeddings,
+    )
+    torch.manual_seed(seed)
+    if architecture == "bert":
+        from transformers import BertConfig, BertModel
+
+        config = BertConfig(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+            intermediate_size=37, type_vocab_size=2, **common,
+        )
+        model = BertModel(config)
+        tokenizer = BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True)
+    elif architecture == "distilbert":
+        from transformers import DistilBertConfig, DistilBertModel
+
+        config = DistilBertConfig(dim=32, n_layers=2, n_heads=4, hidden_dim=37, **common)
+        model = DistilBertModel(config)
+        tokenizer = BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True)
+    elif architecture == "roberta":
+        from transformers import RobertaConfig, RobertaModel
+
+        config = RobertaConfig(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+            intermediate_size=37, pad_token_id=1, bos_token_id=0, eos_token_id=2,
+            type_vocab_size=1,
+            **{**common, "max_position_embeddings": max_position_embeddings + 2},
+        )
+        model = RobertaModel(config)
+        tokenizer = BertTokenizerFast(
+            vocab_file=str(vocab_file), do_lower_case=True,
+            cls_token="<s>", sep_token="</s>", pad_token="<pad>",
+            unk_token="<unk>", mask_token="<mask>",
+        )
+    else:
+        raise ValueError(
+            f"architecture must be 'bert', 'distilbert' or 'roberta'; got {architecture!r}."
+        )
+    tokenizer.model_max_length = max_position_embeddings
+    model.eval()
+    model.save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+    return path
