@@ -9,6 +9,8 @@ layer weights and ``gamma`` are kept.
 
 import numpy as np
 
+from ._assembly import softmax
+
 __all__ = ["fit_scalar_mix"]
 
 
@@ -80,7 +82,7 @@ def fit_scalar_mix(pooled, y, *, alpha=1e-3, max_iter=200, random_state=None):
 
     with torch.enable_grad():
         opt.step(closure)
-    weights = torch.softmax(s.detach(), 0).numpy().astype(np.float64)
+    weights = softmax(s.detach().numpy())
     # gamma was learned on rescaled features; it applies to the raw ones.
     gamma = float(torch.exp(log_gamma.detach()))
     return weights, gamma

@@ -34,6 +34,17 @@ def _vocab():
     return _SPECIAL + letters + digits + punct + pieces + list(dict.fromkeys(TINY_WORDS))
 
 
+def _wordpiece_tokenizer(vocab, vocab_file, **kwargs):
+    import inspect
+
+    from transformers import BertTokenizerFast
+
+    params = inspect.signature(BertTokenizerFast.__init__).parameters
+    if "vocab" in params:  # transformers >= 5
+        return BertTokenizerFast(vocab={t: i for i, t in enumerate(vocab)}, **kwargs)
+    return BertTokenizerFast(vocab_file=str(vocab_file), **kwargs)
+
+
 def make_tiny_model(path, architecture="bert", *, seed=0, max_position_embeddings=128):
     """Save a tiny seeded encoder and its tokenizer to ``path``.
 
@@ -53,8 +64,6 @@ def make_tiny_model(path, architecture="bert", *, seed=0, max_position_embedding
     path : pathlib.Path
     """
     import torch
-    from transformers import BertTokenizerFast
-
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     vocab = _vocab()
@@ -75,13 +84,13 @@ def make_tiny_model(path, architecture="bert", *, seed=0, max_position_embedding
             intermediate_size=37, type_vocab_size=2, **common,
         )
         model = BertModel(config)
-        tokenizer = BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True)
+        tokenizer = _wordpiece_tokenizer(vocab, vocab_file, do_lower_case=True)
     elif architecture == "distilbert":
         from transformers import DistilBertConfig, DistilBertModel
 
         config = DistilBertConfig(dim=32, n_layers=2, n_heads=4, hidden_dim=37, **common)
         model = DistilBertModel(config)
-        tokenizer = BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True)
+        tokenizer = _wordpiece_tokenizer(vocab, vocab_file, do_lower_case=True)
     elif architecture == "roberta":
         from transformers import RobertaConfig, RobertaModel
 
@@ -92,8 +101,8 @@ def make_tiny_model(path, architecture="bert", *, seed=0, max_position_embedding
             **{**common, "max_position_embeddings": max_position_embeddings + 2},
         )
         model = RobertaModel(config)
-        tokenizer = BertTokenizerFast(
-            vocab_file=str(vocab_file), do_lower_case=True,
+        tokenizer = _wordpiece_tokenizer(
+            vocab, vocab_file, do_lower_case=True,
             cls_token="<s>", sep_token="</s>", pad_token="<pad>",
             unk_token="<unk>", mask_token="<mask>",
         )
