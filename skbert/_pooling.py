@@ -25,11 +25,10 @@ key token receives, averaged over heads and over real query positions, then
 restricted to the pooled tokens and normalised to sum to one.
 
 All statistics are accumulated in float32 whatever the model's compute dtype.
+torch is imported inside the functions so that importing skbert stays cheap.
 """
 
-import torch
-
-__all__ = ["STAT_SLOTS", "N_BASE_STATS", "N_ALL_STATS", "pooled_statistics"]
+__all__ = ["STAT_SLOTS", "N_BASE_STATS", "N_ALL_STATS", "pooled_statistics", "pool_tokens"]
 
 STAT_SLOTS = {
     "cls": 0,
@@ -45,6 +44,8 @@ N_ALL_STATS = 7
 
 
 def _masked_mean(hidden, mask):
+    import torch
+
     # hidden: (b, t, h) float32; mask: (b, t) bool
     weights = mask.to(hidden.dtype)
     total = torch.einsum("bth,bt->bh", hidden, weights)
@@ -62,6 +63,8 @@ def _received_attention(attn, real):
 
     attn: (b, heads, q, k); real: (b, t) bool. Returns (b, t) float32.
     """
+    import torch
+
     attn = attn.float().mean(dim=1)  # (b, q, k)
     qmask = real.to(attn.dtype)
     received = torch.einsum("bqk,bq->bk", attn, qmask)
@@ -69,6 +72,8 @@ def _received_attention(attn, real):
 
 
 def _weighted_sum(hidden, received, mask):
+    import torch
+
     weights = received * mask.to(received.dtype)
     weights = weights / weights.sum(dim=1, keepdim=True).clamp_min(1e-12)
     return torch.einsum("bth,bt->bh", hidden, weights)
@@ -97,6 +102,8 @@ def pooled_statistics(hidden_states, attention_mask, special_tokens_mask, attent
     counts : torch.Tensor
         int64 ``(batch, 2)``: real tokens, and real non-special tokens.
     """
+    import torch
+
     real = attention_mask.bool()
     content = real & ~special_tokens_mask.bool()
     n_real = real.sum(dim=1)
@@ -121,3 +128,52 @@ def pooled_statistics(hidden_states, attention_mask, special_tokens_mask, attent
     stats = torch.stack(per_layer, dim=1)
     counts = torch.stack([n_real, n_content], dim=1).long()
     return stats, counts
+
+
+def pool_tokens(hidden, attention_mask, special_tokens_mask, pooling, exclude_special_tokens,
+                attention=None):
+    """Pool one layer's token vectors into one vector per text, differentiably.
+
+    The training-time counterpart of :func:`pooled_statistics`: it computes
+    only the requested pooling, with the same definitions (padding never
+    enters; a text without content tokens falls back to all its real tokens),
+    and keeps the autograd graph so that gradients reach the encoder.
+
+    Parameters
+    ----------
+    hidden : torch.Tensor
+        ``(batch, seq, hidden)`` token vectors of one hidden state.
+    attention_mask, special_tokens_mask : torch.Tensor
+        ``(batch, seq)`` masks as in :func:`pooled_statistics`.
+    pooling : {"cls", "mean", "max", "attention", "mean_max"}
+    exclude_special_tokens : bool
+        Pool over real non-special tokens only (not for ``"cls"``).
+    attention : torch.Tensor, default=None
+        ``(batch, heads, seq, seq)`` attention map, for ``"attention"``.
+
+    Returns
+    -------
+    pooled : torch.Tensor
+        float32 ``(batch, hidden)``, or ``(batch, 2 * hidden)`` for
+        ``"mean_max"`` (mean then max).
+    """
+    hidden = hidden.float()
+    if pooling == "cls":
+        return hidden[:, 0]
+    real = attention_mask.bool()
+    mask = real
+    if exclude_special_tokens:
+        content = real & ~special_tokens_mask.bool()
+        empty = (content.sum(dim=1) == 0).unsqueeze(1)
+        mask = torch.where(empty, real, content)
+    if pooling == "mean":
+        return _masked_mean(hidden, mask)
+    if pooling == "max":
+        return _masked_max(hidden, mask)
+    if pooling == "mean_max":
+        return torch.cat([_masked_mean(hidden, mask), _masked_max(hidden, mask)], dim=1)
+    if pooling == "attention":
+        if attention is None:
+            raise ValueError("pooling='attention' needs the layer's attention map.")
+        return _weighted_sum(hidden, _received_attention(attention, real), mask)
+    raise ValueError(f"Unknown pooling {pooling!r}.")

@@ -22,9 +22,7 @@ import hashlib
 import logging
 import os
 import tempfile
-import urllib.error
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 from sklearn.utils import Bunch
@@ -54,22 +52,23 @@ BASE_URL = "https://raw.githubusercontent.com"
 #: Seconds before a download attempt is abandoned.
 DOWNLOAD_TIMEOUT = 60
 
-# SHA-256 of every file the loaders read, as pinned in the reference copy's
-# SHA256SUMS. Keys are paths relative to the data home.
-_SHA256 = {
-    "imdb/test.tsv": "257aff6373aac744efeb4b4fc38f1e84a8991462ddbbe0468dbf0216f6e20975",
-    "imdb/train.tsv": "9dd82f2dfe546e99ffca9c064ed3a6ecc0e5d35437a29c1bf313cb7c5acdda12",
-    "sst2/dev.tsv": "551d775a4c07f9103c09ef2f6da0feb818c5bb01e124a685f171b5d084af6432",
-    "sst2/test.tsv": "340c79453f2745b1d54aa0641f19e5aee5cd0cb53354ee0401670adf173ce2cf",
-    "sst2/train.tsv": "374a19b00f21bb52aee5513ce596aacdbbfd62f552c956299a273a1e19cbe931",
-    "stsb/dev.tsv": "9847c811e123501874b7296eb2780c2e6864f19c51342590cc9db7abefe9840e",
-    "stsb/test.tsv": "9d449376d11bd3e1d319c0327dc0c42c1fc0c7491f3f84d4c591765c122233cf",
-    "stsb/train.tsv": "d46b45477888dd90b914ef6cf502bd8f4b27d52c792b6e54baec729705a14441",
-    "trec/test.tsv": "9a1ea9948294b60a468f35723d2cfae0e2650a4d9f1531732b7a6fd874147246",
-    "trec/test_fine.tsv": "d1d521cd890a9a7a0f8b9a570ffdc843a34491856c2a39e5d85679629c2b0e78",
-    "trec/train.tsv": "5ec648d32c6675dea28cf4c02a504c1b093a13f7987a18f68fc0a2b39cd8c1e8",
-    "trec/train_fine.tsv": "11ee3befe74548fbbbcf2e9207d96ae9ca5ab9bf0d8c10a19a6cb67b36bca4b4",
-}
+# SHA-256 of every file the loaders read, as pinned in the SHA256SUMS of the
+# reference copy (same format). Keys of _SHA256 are paths in the data home.
+_SHA256SUMS = """\
+257aff6373aac744efeb4b4fc38f1e84a8991462ddbbe0468dbf0216f6e20975  imdb/test.tsv
+9dd82f2dfe546e99ffca9c064ed3a6ecc0e5d35437a29c1bf313cb7c5acdda12  imdb/train.tsv
+551d775a4c07f9103c09ef2f6da0feb818c5bb01e124a685f171b5d084af6432  sst2/dev.tsv
+340c79453f2745b1d54aa0641f19e5aee5cd0cb53354ee0401670adf173ce2cf  sst2/test.tsv
+374a19b00f21bb52aee5513ce596aacdbbfd62f552c956299a273a1e19cbe931  sst2/train.tsv
+9847c811e123501874b7296eb2780c2e6864f19c51342590cc9db7abefe9840e  stsb/dev.tsv
+9d449376d11bd3e1d319c0327dc0c42c1fc0c7491f3f84d4c591765c122233cf  stsb/test.tsv
+d46b45477888dd90b914ef6cf502bd8f4b27d52c792b6e54baec729705a14441  stsb/train.tsv
+9a1ea9948294b60a468f35723d2cfae0e2650a4d9f1531732b7a6fd874147246  trec/test.tsv
+d1d521cd890a9a7a0f8b9a570ffdc843a34491856c2a39e5d85679629c2b0e78  trec/test_fine.tsv
+5ec648d32c6675dea28cf4c02a504c1b093a13f7987a18f68fc0a2b39cd8c1e8  trec/train.tsv
+11ee3befe74548fbbbcf2e9207d96ae9ca5ab9bf0d8c10a19a6cb67b36bca4b4  trec/train_fine.tsv
+"""
+_SHA256 = dict(line.split()[::-1] for line in _SHA256SUMS.splitlines())
 
 # Public sources, pinned by commit: (owner/repository, commit, {split: path}).
 _SST2_SOURCE = (
@@ -261,6 +260,10 @@ def get_data_home(data_home=None):
     data_home : str
         The path to the skbert data directory.
 
+    See Also
+    --------
+    sklearn.datasets.get_data_home : The same lookup for scikit-learn's data.
+
     Examples
     --------
     >>> import os
@@ -427,6 +430,10 @@ def load_trec(
         If the local file or the downloaded content does not match its pinned
         SHA-256 checksum.
 
+    See Also
+    --------
+    load_sst2 : Binary sentiment of short sentences.
+
     Examples
     --------
     >>> from skbert.datasets import load_trec
@@ -514,6 +521,10 @@ def load_stsb(
         If the local file or the downloaded content does not match its pinned
         SHA-256 checksum.
 
+    See Also
+    --------
+    load_sst2 : Binary sentiment of short sentences.
+
     Examples
     --------
     >>> from skbert.datasets import load_stsb
@@ -529,9 +540,9 @@ def load_stsb(
     except ValueError as exc:
         raise ValueError(f"{path} has a score that is not a number: {exc}") from exc
     if return_X_y:
-        return list(zip(sentence1, sentence2)), target
+        return list(zip(sentence1, sentence2, strict=True)), target
     return Bunch(
-        data=list(zip(sentence1, sentence2)),
+        data=list(zip(sentence1, sentence2, strict=True)),
         sentence1=sentence1,
         sentence2=sentence2,
         target=target,
@@ -713,7 +724,7 @@ def _read_tsv(path, header):
                     f"{path}, line {reader.line_num}: expected {len(header)} "
                     f"TAB-separated fields, got {len(row)}."
                 )
-            for column, value in zip(columns, row):
+            for column, value in zip(columns, row, strict=True):
                 column.append(value)
     return columns
 
@@ -721,7 +732,9 @@ def _read_tsv(path, header):
 def _binary_target(labels, names, path):
     mapping = {name: i for i, name in enumerate(names)}
     try:
-        return np.fromiter((mapping[v] for v in labels), dtype=np.int64, count=len(labels))
+        return np.fromiter(
+            (mapping[v] for v in labels), dtype=np.int64, count=len(labels)
+        )
     except KeyError as exc:
         raise ValueError(
             f"{path} has label {exc.args[0]!r}; expected one of {list(names)}."
@@ -850,66 +863,73 @@ def _convert_stsb(raw, url):
     return "".join(out)
 
 
-def _publish(directory, filename, text, url):
-    """Write `text` to `directory/filename` atomically if its checksum matches.
+def _publish(directory, converted, url):
+    """Write converted files into `directory`, all or nothing.
 
-    The content is written to a temporary file in the same folder, checked
-    against the pinned SHA-256, then renamed into place, so that the final
-    path only ever holds a complete, verified file.
+    `converted` maps file names to their text. Every text is checked against
+    its pinned SHA-256 before anything is written; each file is then written
+    to a temporary file in the same folder and renamed into place, so that a
+    final path only ever holds a complete, verified file. Files already
+    present are left alone.
     """
     dataset = os.path.basename(directory)
-    expected = _SHA256[f"{dataset}/{filename}"]
-    data = text.encode("utf-8")
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != expected:
-        raise DatasetChecksumError(
-            f"The {filename} converted from {url} has SHA-256 {actual}, expected "
-            f"{expected}: the download is corrupted or the source changed. "
-            "Nothing was written."
-        )
+    checked = {}
+    for filename, text in converted.items():
+        expected = _SHA256[f"{dataset}/{filename}"]
+        data = text.encode("utf-8")
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != expected:
+            raise DatasetChecksumError(
+                f"The {dataset}/{filename} converted from {url} has SHA-256 "
+                f"{actual}, expected {expected}: the download is corrupted or "
+                "the source changed. Nothing was written."
+            )
+        checked[filename] = data
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{filename}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, os.path.join(directory, filename))
-    except BaseException:
+    for filename, data in checked.items():
+        path = os.path.join(directory, filename)
+        if os.path.exists(path):
+            continue
+        fd, tmp = tempfile.mkstemp(
+            dir=directory, prefix=f".{filename}.", suffix=".part"
+        )
         try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    logger.info("Wrote %s", os.path.join(directory, filename))
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        logger.info("Wrote %s", path)
 
 
 def _download_sst2(directory, filename):
-    split = filename[: -len(".tsv")]
+    split = filename.removesuffix(".tsv")
     url = _source_url(_SST2_SOURCE, split)
-    _publish(directory, filename, _convert_sst2(_download(url), url), url)
+    _publish(directory, {filename: _convert_sst2(_download(url), url)}, url)
 
 
 def _download_trec(directory, filename):
     # One raw file gives both the coarse and the fine version of a split.
-    split = filename[: -len(".tsv")].removesuffix("_fine")
+    split = filename.removesuffix(".tsv").removesuffix("_fine")
     url = _source_url(_TREC_SOURCE, split)
     raw = _download(url)
     converted = {
         f"{split}.tsv": _convert_trec(raw, url, fine=False),
         f"{split}_fine.tsv": _convert_trec(raw, url, fine=True),
     }
-    # Publish the requested file first: it is the one that must succeed.
-    _publish(directory, filename, converted.pop(filename), url)
-    for other, text in converted.items():
-        if not os.path.exists(os.path.join(directory, other)):
-            _publish(directory, other, text, url)
+    _publish(directory, converted, url)
 
 
 def _download_stsb(directory, filename):
-    split = filename[: -len(".tsv")]
+    split = filename.removesuffix(".tsv")
     url = _source_url(_STSB_SOURCE, split)
-    _publish(directory, filename, _convert_stsb(_download(url), url), url)
+    _publish(directory, {filename: _convert_stsb(_download(url), url)}, url)
 
 
 _DOWNLOADERS = {
