@@ -15,9 +15,24 @@ longer than the window.
 
 import numpy as np
 
-__all__ = ["CHUNK_AGGS", "plan_chunks", "aggregate_chunks"]
+__all__ = [
+    "CHUNK_AGGS",
+    "TruncationWarning",
+    "plan_chunks",
+    "aggregate_chunks",
+    "split_documents",
+    "count_truncated",
+    "special_template",
+]
 
 CHUNK_AGGS = ("mean", "token_mean", "max", "first")
+#: Documents chunked together: their windows share length-sorted batches, and
+#: memory holds at most this many documents' chunk statistics.
+DOC_BLOCK = 1024
+
+
+class TruncationWarning(UserWarning):
+    """Some texts were longer than ``max_length`` and were truncated."""
 
 
 def plan_chunks(word_starts, content_size, overlap):
@@ -96,3 +111,97 @@ def aggregate_chunks(stats, counts, chunk_agg):
         w /= w.sum()
         return np.einsum("c,clsh->lsh", w, stats.astype(np.float64)).astype(np.float32), total
     raise ValueError(f"chunk_agg must be one of {CHUNK_AGGS}; got {chunk_agg!r}.")
+
+
+def _word_starts(enc, i, n):
+    try:
+        word_ids = enc.word_ids(i)
+    except (ValueError, AttributeError):  # slow tokenizers know no words
+        return [True] * n
+    return [
+        j == 0 or word_ids[j] is None or word_ids[j] != word_ids[j - 1] for j in range(n)
+    ]
+
+
+def special_template(tokenizer):
+    """The special tokens a tokenizer puts before and after one sequence.
+
+    Read off the tokenizer's own output for a one-word text, so it holds for
+    any single-sequence template (BERT's ``[CLS] x [SEP]``, RoBERTa's
+    ``<s> x </s>``, ...).
+
+    Returns
+    -------
+    prefix, suffix : tuple of int
+    """
+    enc = tokenizer("a", return_special_tokens_mask=True, return_token_type_ids=False)
+    ids, mask = list(enc["input_ids"]), list(enc["special_tokens_mask"])
+    n_prefix = next((i for i, m in enumerate(mask) if not m), len(mask))
+    n_suffix = next((i for i, m in enumerate(reversed(mask)) if not m), 0)
+    return tuple(ids[:n_prefix]), tuple(ids[len(ids) - n_suffix :])
+
+
+def split_documents(tokenizer, texts, *, chunk_size, chunk_overlap):
+    """Split each text into token windows ready for the model.
+
+    Parameters
+    ----------
+    tokenizer : transformers tokenizer
+    texts : list of str
+    chunk_size : int
+        Tokens per window, special tokens included.
+    chunk_overlap : int
+        Content tokens shared by consecutive windows.
+
+    Returns
+    -------
+    windows : list of list of (tuple, tuple)
+        Per text, its windows as ``(input_ids, special_tokens_mask)`` with the
+        special tokens added as the tokenizer adds them to one sequence. A
+        text that fits in one window gets the same ids as ``tokenizer(text)``.
+    """
+    prefix, suffix = special_template(tokenizer)
+    content = chunk_size - len(prefix) - len(suffix)
+    enc = tokenizer(
+        list(texts),
+        add_special_tokens=False,
+        truncation=False,
+        padding=False,
+        return_attention_mask=False,
+        return_token_type_ids=False,
+        verbose=False,
+    )
+    head, tail = (1,) * len(prefix), (1,) * len(suffix)
+    out = []
+    for i, ids in enumerate(enc["input_ids"]):
+        starts = _word_starts(enc, i, len(ids))
+        windows = []
+        for start, end in plan_chunks(starts, content, chunk_overlap):
+            piece = tuple(ids[start:end])
+            windows.append((prefix + piece + suffix, head + (0,) * len(piece) + tail))
+        out.append(windows)
+    return out
+
+
+def count_truncated(tokenizer, texts, max_length):
+    """How many ``texts`` have more than ``max_length`` tokens.
+
+    Only texts whose UTF-8 size could exceed the limit are tokenised: every
+    token of WordPiece, BPE and SentencePiece vocabularies covers at least
+    one byte, so shorter texts cannot be truncated.
+    """
+    prefix, suffix = special_template(tokenizer)
+    budget = max_length - len(prefix) - len(suffix)
+    candidates = [t for t in texts if len(t) > budget or len(t.encode("utf-8", "surrogatepass")) > budget]
+    if not candidates:
+        return 0
+    enc = tokenizer(
+        candidates,
+        add_special_tokens=False,
+        truncation=False,
+        padding=False,
+        return_attention_mask=False,
+        return_token_type_ids=False,
+        verbose=False,
+    )
+    return sum(len(ids) > budget for ids in enc["input_ids"])
