@@ -9,6 +9,7 @@ every estimator that names them.
 import contextlib
 import hashlib
 import importlib.util
+import json
 import logging
 import os
 import threading
@@ -23,8 +24,11 @@ __all__ = [
     "resolve_model",
     "load_config",
     "load_model",
+    "load_trainable_model",
+    "save_encoder",
     "model_info",
     "forward_counts",
+    "model_fingerprint",
 ]
 
 #: The default encoder: sentence-transformers/all-MiniLM-L6-v2.
@@ -228,11 +232,12 @@ def _quiet_transformers():
 class LoadedModel:
     """A tokenizer and an encoder in eval mode on one device."""
 
-    def __init__(self, tokenizer, model, device, path):
+    def __init__(self, tokenizer, model, device, path, backend="torch"):
         self.tokenizer = tokenizer
         self.model = model
         self.device = device
         self.path = path
+        self.backend = backend
         self.lock = threading.RLock()
 
     @contextlib.contextmanager
@@ -251,15 +256,25 @@ class LoadedModel:
         finally:
             self.model.set_attn_implementation(current)
 
-    def forward(self, inputs, *, output_attentions=False):
-        """One forward pass returning hidden states (and attention maps)."""
+    def forward(self, inputs, *, output_attentions=False, num_layers=None):
+        """One forward pass returning hidden states (and attention maps).
+
+        ``num_layers`` runs only the first transformer layers (early exit):
+        ``hidden_states`` then has ``num_layers + 1`` entries, equal to the
+        full pass's first ones. The pooler never runs.
+        """
+        from ._runtime import eager_layers, truncated
+
         _record_forward(int(inputs["input_ids"].shape[0]))
-        return self.model(
-            **inputs,
-            output_hidden_states=True,
-            output_attentions=output_attentions,
-            return_dict=True,
-        )
+        # Compiled layers cannot return attention maps: those run eagerly.
+        eager = eager_layers(self.model) if output_attentions else contextlib.nullcontext()
+        with eager, truncated(self.model, num_layers):
+            return self.model(
+                **inputs,
+                output_hidden_states=True,
+                output_attentions=output_attentions,
+                return_dict=True,
+            )
 
 
 def _pickle_only_error(spec, path, exc):
@@ -271,20 +286,44 @@ def _pickle_only_error(spec, path, exc):
     )
 
 
-def load_model(spec, device="cpu"):
+def _warm_up(model, tokenizer, device):
+    """Run one tiny full-depth pass.
+
+    transformers (>= 5) installs its hidden-state recording hooks on the
+    first call that asks for hidden states, on the layers present then; a
+    full pass first makes sure every layer has them before early exit
+    shortens the layer list.
+    """
+    import inspect
+
+    import torch
+
+    names = set(inspect.signature(model.forward).parameters)
+    enc = tokenizer(["warm up"], return_tensors="pt")
+    inputs = {k: v.to(device) for k, v in enc.items() if k in names}
+    with torch.inference_mode():
+        model(**inputs, output_hidden_states=True, return_dict=True)
+
+
+def load_model(spec, device="cpu", backend="torch"):
     """Load (once per process) the tokenizer and encoder named by ``spec``.
 
     Parameters
     ----------
     spec : ModelSpec
     device : str, default="cpu"
+    backend : {"torch", "compile", "int8"}, default="torch"
+        Execution backend (see :func:`skbert._runtime.prepare_backend`);
+        each backend gets its own copy of the model.
 
     Returns
     -------
     LoadedModel
     """
     path = resolve_model(spec)
-    key = (path, spec.revision, spec.trust_remote_code, spec.use_safetensors, str(device))
+    key = (
+        path, spec.revision, spec.trust_remote_code, spec.use_safetensors, str(device), backend
+    )
     with _LOCK:
         loaded = _MODELS.get(key)
         if loaded is not None:
@@ -326,9 +365,69 @@ def load_model(spec, device="cpu"):
                 raise
         model.eval()
         model.to(device)
-        loaded = LoadedModel(tokenizer, model, device, path)
+        _warm_up(model, tokenizer, device)
+        from ._runtime import prepare_backend
+
+        model = prepare_backend(model, backend, device)
+        loaded = LoadedModel(tokenizer, model, device, path, backend=backend)
         _MODELS[key] = loaded
         return loaded
+
+
+def load_trainable_model(spec, *, eager_attention=False):
+    """Load a fresh, private float32 copy of the encoder named by ``spec``.
+
+    Unlike :func:`load_model`, nothing is cached or shared: the caller owns
+    the module (on the CPU, in eval mode) and may train it.
+
+    Parameters
+    ----------
+    spec : ModelSpec
+    eager_attention : bool, default=False
+        Use eager attention, which can return attention maps (for attention
+        pooling); otherwise SDPA where the architecture supports it.
+
+    Returns
+    -------
+    model : transformers.PreTrainedModel
+    """
+    import torch
+    from transformers import AutoModel
+
+    path = resolve_model(spec)
+    if (
+        spec.use_safetensors
+        and Path(path).is_dir()
+        and not any(Path(path).glob("*.safetensors"))
+        and any(Path(path).glob("*.bin"))
+    ):
+        raise _pickle_only_error(spec, path, "only *.bin files found")
+    kwargs = dict(
+        _hub_kwargs(spec, path),
+        use_safetensors=True if spec.use_safetensors else None,
+        dtype=torch.float32,
+    )
+    with _quiet_transformers():
+        try:
+            try:
+                model = AutoModel.from_pretrained(
+                    path, attn_implementation="eager" if eager_attention else "sdpa", **kwargs
+                )
+            except (ValueError, ImportError):
+                model = AutoModel.from_pretrained(path, **kwargs)
+        except OSError as exc:
+            if spec.use_safetensors and "safetensors" in str(exc).lower():
+                raise _pickle_only_error(spec, path, exc) from exc
+            raise
+    model.eval()
+    return model
+
+
+def save_encoder(model, tokenizer, path):
+    """Write ``model`` and ``tokenizer`` to ``path`` (safetensors), quietly."""
+    with _quiet_transformers():
+        model.save_pretrained(path, safe_serialization=True)
+        tokenizer.save_pretrained(path)
 
 
 def resolve_device(device):
@@ -343,3 +442,124 @@ def resolve_device(device):
     if mps is not None and mps.is_available():
         return "mps"
     return "cpu"
+
+
+# ------------------------------------------------------------- fingerprint
+#: Files of a local model folder that change what the model computes:
+#: configuration, tokenizer and weights (custom code too, with trust_remote_code).
+_CONFIG_FILES = ("config.json",)
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
+)
+_FILE_SHA256 = {}
+
+
+def _sha256_file_cached(path):
+    """SHA-256 of a file, cached per process by path, size, times and inode."""
+    st = os.stat(path)
+    key = (str(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    with _LOCK:
+        digest = _FILE_SHA256.get(key)
+    if digest is None:
+        digest = _sha256_file(path)
+        with _LOCK:
+            _FILE_SHA256[key] = digest
+    return digest
+
+
+def _fingerprint_files(folder, spec):
+    folder = Path(folder)
+    names = list(_CONFIG_FILES) + list(_TOKENIZER_FILES)
+    weights = sorted(p.name for p in folder.glob("*.safetensors")) + sorted(
+        p.name for p in folder.glob("*.safetensors.index.json")
+    )
+    if not weights and not spec.use_safetensors:
+        weights = sorted(p.name for p in folder.glob("*.bin")) + sorted(
+            p.name for p in folder.glob("*.bin.index.json")
+        )
+    names += weights
+    if spec.trust_remote_code:
+        names += sorted(p.name for p in folder.glob("*.py"))
+    files = {}
+    for name in names:
+        path = folder / name
+        if path.is_file():
+            files[name] = _sha256_file_cached(path)
+    return files, bool(weights)
+
+
+def _hub_commit(spec, name):
+    """The commit a hub id resolves to in the local Hugging Face cache, or None."""
+    revision = spec.revision
+    if revision is not None and len(revision) == 40 and all(
+        c in "0123456789abcdef" for c in revision.lower()
+    ):
+        return revision.lower(), None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(name, "config.json", revision=revision)
+    except Exception:  # noqa: BLE001 - an unusable cache means "unknown"
+        return None, None
+    if not isinstance(found, str):
+        return None, None
+    snapshot = Path(found).parent
+    commit = snapshot.name
+    if len(commit) != 40:
+        return None, None
+    return commit, snapshot
+
+
+def model_fingerprint(spec):
+    """Content fingerprint of the model and tokenizer named by ``spec``.
+
+    Never loads weights into torch. For a local folder it hashes (SHA-256)
+    the configuration, the tokenizer files and the weight files, caching each
+    file's hash per process by path, size, modification time and inode, so a
+    model changed in place at the same path gets a new fingerprint. For a hub
+    id it uses the commit the revision resolves to in the local Hugging Face
+    cache (the configuration must already be loaded, see :func:`model_info`).
+    The tokenizer's class and truncation and padding sides are included.
+
+    Parameters
+    ----------
+    spec : ModelSpec
+
+    Returns
+    -------
+    fingerprint : str or None
+        A hex SHA-256 digest, or None when the model's content cannot be
+        identified (a hub id whose commit is not in the local cache).
+    """
+    path = resolve_model(spec)
+    tokenizer = load_tokenizer(spec)
+    parts = {
+        "tokenizer_class": type(tokenizer).__name__,
+        "truncation_side": str(getattr(tokenizer, "truncation_side", "right")),
+        "padding_side": str(getattr(tokenizer, "padding_side", "right")),
+        "trust_remote_code": bool(spec.trust_remote_code),
+        "use_safetensors": bool(spec.use_safetensors),
+    }
+    if Path(path).is_dir():
+        files, has_weights = _fingerprint_files(path, spec)
+        if not has_weights:
+            return None
+        parts["files"] = files
+    else:
+        commit, snapshot = _hub_commit(spec, path)
+        if commit is None:
+            return None
+        parts["hub"] = {"repo": path, "commit": commit}
+        if snapshot is not None:
+            parts["files"], _ = _fingerprint_files(snapshot, spec)
+    blob = json.dumps(parts, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()

@@ -79,7 +79,9 @@ def _weighted_sum(hidden, received, mask):
     return torch.einsum("bth,bt->bh", hidden, weights)
 
 
-def pooled_statistics(hidden_states, attention_mask, special_tokens_mask, attentions=None):
+def pooled_statistics(
+    hidden_states, attention_mask, special_tokens_mask, attentions=None, slots=None
+):
     """Compute the pooled statistics of one padded batch.
 
     Parameters
@@ -93,6 +95,9 @@ def pooled_statistics(hidden_states, attention_mask, special_tokens_mask, attent
     attentions : sequence of torch.Tensor or None
         One attention map ``(batch, heads, seq, seq)`` per hidden state, in
         the same order; when given, the attention slots are filled.
+    slots : sequence of int, default=None
+        Compute only these statistic slots; the others are NaN. None
+        computes all of them.
 
     Returns
     -------
@@ -110,21 +115,32 @@ def pooled_statistics(hidden_states, attention_mask, special_tokens_mask, attent
     n_content = content.sum(dim=1)
     # Texts without content tokens fall back to all real tokens.
     content = torch.where((n_content == 0).unsqueeze(1), real, content)
+    n_stats = N_ALL_STATS if attentions is not None else N_BASE_STATS
+    wanted = set(range(n_stats)) if slots is None else {int(s) for s in slots}
     per_layer = []
     for i, hidden in enumerate(hidden_states):
         hidden = hidden.float()
-        slots = [
-            hidden[:, 0],
-            _masked_mean(hidden, real),
-            _masked_mean(hidden, content),
-            _masked_max(hidden, real),
-            _masked_max(hidden, content),
+        compute = [
+            lambda: hidden[:, 0],
+            lambda: _masked_mean(hidden, real),
+            lambda: _masked_mean(hidden, content),
+            lambda: _masked_max(hidden, real),
+            lambda: _masked_max(hidden, content),
         ]
         if attentions is not None:
             received = _received_attention(attentions[i], real)
-            slots.append(_weighted_sum(hidden, received, real))
-            slots.append(_weighted_sum(hidden, received, content))
-        per_layer.append(torch.stack(slots, dim=1))
+            compute.append(lambda: _weighted_sum(hidden, received, real))
+            compute.append(lambda: _weighted_sum(hidden, received, content))
+        skipped = None
+        values = []
+        for slot, fn in enumerate(compute):
+            if slot in wanted:
+                values.append(fn())
+            else:
+                if skipped is None:
+                    skipped = hidden.new_full((hidden.shape[0], hidden.shape[2]), float("nan"))
+                values.append(skipped)
+        per_layer.append(torch.stack(values, dim=1))
     stats = torch.stack(per_layer, dim=1)
     counts = torch.stack([n_real, n_content], dim=1).long()
     return stats, counts
@@ -157,6 +173,8 @@ def pool_tokens(hidden, attention_mask, special_tokens_mask, pooling, exclude_sp
         float32 ``(batch, hidden)``, or ``(batch, 2 * hidden)`` for
         ``"mean_max"`` (mean then max).
     """
+    import torch
+
     hidden = hidden.float()
     if pooling == "cls":
         return hidden[:, 0]

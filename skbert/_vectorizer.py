@@ -17,8 +17,8 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from . import _backend
-from ._assembly import LAYER_AGGS, POOLINGS, combine_layers, pool_layers, softmax
-from ._extraction import DEFAULT_BATCH_TOKENS, iter_statistics
+from ._assembly import LAYER_AGGS, POOLINGS, combine_layers, pool_layers, pooling_slots, softmax
+from ._extraction import iter_statistics
 from ._validation import check_texts
 from ._whitening import WHITENINGS, Whitener
 
@@ -104,19 +104,65 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         L2-normalise the output vectors (after whitening).
     max_length : int, default=None
         Maximum tokens per text, special tokens included; longer texts are
-        truncated. None means the model's limit, at most 512.
-    batch_size : int, default=64
-        Maximum number of texts per forward pass.
-    max_batch_tokens : int, default=1024
+        truncated (with a :class:`~skbert.TruncationWarning` saying how many)
+        unless ``long_text="chunk"``. None means the model's limit, at most 512.
+    long_text : {"truncate", "chunk"}, default="truncate"
+        What happens to texts longer than ``max_length``: truncation, or
+        token-exact chunking: each text is split into windows of
+        ``chunk_size`` tokens overlapping by ``chunk_overlap``, each window is
+        encoded and pooled, and the windows' pooled vectors are aggregated
+        with ``chunk_agg``. A text that fits in one window gives exactly the
+        truncate result.
+    chunk_size : int, default=None
+        Tokens per window, special tokens included; at most the model's
+        limit. None means ``max_length``.
+    chunk_overlap : int, default=0
+        Content tokens shared by consecutive windows (less than the window's
+        content size). Windows end and start at word boundaries where
+        possible, never inside a run of word pieces unless a word is longer
+        than a window.
+    chunk_agg : {"mean", "token_mean", "max", "first"}, default="mean"
+        How window vectors combine: mean with equal weights, mean weighted
+        by each window's number of non-special tokens, element-wise max, or
+        the first window only. With a cache, changing it runs no model.
+    batch_size : int or "auto", default="auto"
+        Maximum number of texts per forward pass. "auto" means 64 on the
+        CPU and 512 on a GPU.
+    max_batch_tokens : int, "auto" or None, default="auto"
         Maximum padded tokens per forward pass; texts are sorted by token
-        count so batches pad little. None disables the budget.
+        count so batches pad little. "auto" means 1024 on the CPU and 32768
+        on a GPU; None disables the budget. On a GPU, a batch that runs out
+        of memory is halved and retried.
     device : str, default="auto"
         "auto" picks "cuda", then "mps", then "cpu"; resolved into ``device_``.
     dtype : {"float32", "float16", "bfloat16"}, default="float32"
         Compute dtype of the forward pass (autocast). Pooling always
-        accumulates in float32. Reduced precision is slower on most CPUs.
+        accumulates in float32. Reduced precision is slower on most CPUs;
+        on a GPU float16/bfloat16 are faster and approximate (see the
+        performance guide for their accuracy).
+    backend : {"torch", "compile", "int8"}, default="torch"
+        How the forward pass runs. "torch": eager PyTorch, exact.
+        "compile": ``torch.compile`` of each layer (needs a C compiler on the
+        CPU; the first call compiles for a while), equal to "torch" within
+        1e-5. "int8": dynamic int8 quantisation of the linear layers with
+        per-channel weights, CPU only, faster and approximate (see the
+        performance guide for its accuracy). Whatever the backend, only the
+        layers up to the deepest selected one run, and torch's CPU threads
+        are kept within the process's share of the CPUs.
     memory : str or path-like, default=None
-        Directory of the on-disk feature cache. None disables caching.
+        Directory of the on-disk feature cache. None disables caching. With
+        a directory, the model runs once per unique text across fits, folds,
+        clones, processes and repeated runs: per text the pooled statistics
+        of every layer are stored, so any ``layers``, ``layer_agg``,
+        ``pooling`` and ``exclude_special_tokens`` is assembled from the
+        cache, and a fully cached call loads no model. Whitening and scalar
+        mixes are still learned in ``fit``. See the caching guide.
+    cache_dtype : {"float32", "float16"}, default="float32"
+        Storage dtype of the cache. float32 gives features bitwise equal to
+        uncached ones; float16 halves the size and rounds the values.
+    cache_max_bytes : int, default=None
+        Size cap of the whole cache directory: least recently used entries
+        are evicted after writes. None means no cap.
     verbose : bool, default=False
         Show a progress bar during extraction.
     trust_remote_code : bool, default=False
@@ -145,6 +191,11 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         Learned scale of the scalar mix.
     whitener_ : object
         The fitted whitening transform, or None.
+    last_cache_stats_ : dict
+        With ``memory`` set: what the cache did in the last call that
+        extracted features (``hits`` and ``misses`` in unique texts,
+        ``damaged`` and ``written`` entries, ``bytes_read``,
+        ``bytes_written``). Not set without ``memory``.
 
     See Also
     --------
@@ -171,11 +222,22 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         "n_components": [Interval(numbers.Integral, 1, None, closed="left"), None],
         "normalize": ["boolean"],
         "max_length": [Interval(numbers.Integral, 2, None, closed="left"), None],
-        "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
-        "max_batch_tokens": [Interval(numbers.Integral, 1, None, closed="left"), None],
+        "long_text": [StrOptions({"truncate", "chunk"})],
+        "chunk_size": [Interval(numbers.Integral, 3, None, closed="left"), None],
+        "chunk_overlap": [Interval(numbers.Integral, 0, None, closed="left")],
+        "chunk_agg": [StrOptions({"mean", "token_mean", "max", "first"})],
+        "batch_size": [Interval(numbers.Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "max_batch_tokens": [
+            Interval(numbers.Integral, 1, None, closed="left"),
+            StrOptions({"auto"}),
+            None,
+        ],
         "device": [str],
         "dtype": [StrOptions({"float32", "float16", "bfloat16"})],
+        "backend": [StrOptions({"torch", "compile", "int8"})],
         "memory": [str, os.PathLike, None],
+        "cache_dtype": [StrOptions({"float32", "float16"})],
+        "cache_max_bytes": [Interval(numbers.Integral, 1, None, closed="left"), None],
         "verbose": ["verbose"],
         "trust_remote_code": ["boolean"],
         "use_safetensors": ["boolean"],
@@ -196,11 +258,18 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         n_components=None,
         normalize=False,
         max_length=None,
-        batch_size=64,
-        max_batch_tokens=DEFAULT_BATCH_TOKENS,
+        long_text="truncate",
+        chunk_size=None,
+        chunk_overlap=0,
+        chunk_agg="mean",
+        batch_size="auto",
+        max_batch_tokens="auto",
         device="auto",
         dtype="float32",
+        backend="torch",
         memory=None,
+        cache_dtype="float32",
+        cache_max_bytes=None,
         verbose=False,
         trust_remote_code=False,
         use_safetensors=True,
@@ -217,11 +286,18 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         self.n_components = n_components
         self.normalize = normalize
         self.max_length = max_length
+        self.long_text = long_text
+        self.chunk_size = chunk_size
+        self.chunk_overlap = chunk_overlap
+        self.chunk_agg = chunk_agg
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
         self.device = device
         self.dtype = dtype
+        self.backend = backend
         self.memory = memory
+        self.cache_dtype = cache_dtype
+        self.cache_max_bytes = cache_max_bytes
         self.verbose = verbose
         self.trust_remote_code = trust_remote_code
         self.use_safetensors = use_safetensors
@@ -237,7 +313,7 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         )
 
     def _loaded(self):
-        return _backend.load_model(self._spec(), self.device_)
+        return _backend.load_model(self._spec(), self.device_, backend=self.backend)
 
     # ------------------------------------------------------------- data path
     def _pooled(self, texts):
@@ -259,11 +335,64 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         return out[inverse]
 
     def _iter_statistics(self, texts):
+        """Pooled statistics of each text: chunked documents or (truncated) texts."""
+        if self.long_text == "chunk":
+            yield from self._iter_chunked_statistics(texts)
+            return
+        self._warn_truncation(texts)
+        yield from self._iter_unit_statistics(texts)
+
+    def _warn_truncation(self, texts):
+        from ._chunking import TruncationWarning, count_truncated
+
+        n_cut = count_truncated(_backend.load_tokenizer(self._spec()), texts, self.max_length_)
+        if n_cut:
+            warnings.warn(
+                f"{n_cut} of {len(texts)} unique texts are longer than "
+                f"max_length={self.max_length_} tokens and were truncated. Pass "
+                "long_text='chunk' to encode whole documents in chunks.",
+                TruncationWarning,
+                stacklevel=5,
+            )
+
+    def _iter_chunked_statistics(self, texts):
+        """Split documents into token windows, encode windows, aggregate per document."""
+        from ._chunking import DOC_BLOCK, aggregate_chunks, split_documents
+
+        tokenizer = _backend.load_tokenizer(self._spec())
+        for start in range(0, len(texts), DOC_BLOCK):
+            block = texts[start : start + DOC_BLOCK]
+            doc_windows = split_documents(
+                tokenizer, block, chunk_size=self.chunk_size_, chunk_overlap=self.chunk_overlap
+            )
+            index, owners = {}, []
+            for windows in doc_windows:
+                owners.append([index.setdefault(w, len(index)) for w in windows])
+            stats = counts = None
+            for positions, st, ct in self._iter_unit_statistics(list(index), pretokenized=True):
+                if stats is None:
+                    stats = np.empty((len(index),) + st.shape[1:], dtype=np.float32)
+                    counts = np.empty((len(index), ct.shape[1]), dtype=np.int64)
+                stats[positions], counts[positions] = st, ct
+            doc_stats = np.empty((len(block),) + stats.shape[1:], dtype=np.float32)
+            doc_counts = np.empty((len(block), counts.shape[1]), dtype=np.int64)
+            for d, own in enumerate(owners):
+                doc_stats[d], doc_counts[d] = aggregate_chunks(stats[own], counts[own], self.chunk_agg)
+            yield np.arange(start, start + len(block)), doc_stats, doc_counts
+
+    def _iter_unit_statistics(self, texts, pretokenized=False):
+        """Statistics of texts (or token windows), through the cache when set."""
+        if self.memory is not None:
+            cached = self._iter_cached_statistics(texts, pretokenized=pretokenized)
+            if cached is not None:
+                yield from cached
+                return
         loaded = self._loaded()
         max_length = self.max_length_
         yield from iter_statistics(
             texts,
             loaded,
+            pretokenized=pretokenized,
             layers=self.layers_,
             attention=self.pooling == "attention",
             max_length=max_length,
@@ -271,6 +400,53 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
             max_batch_tokens=self.max_batch_tokens,
             dtype=self.dtype,
             verbose=self.verbose,
+            # Only the statistics this pooling reads (the cache stores them all).
+            slots=pooling_slots(self.pooling, self.exclude_special_tokens),
+        )
+
+    def _iter_cached_statistics(self, texts, pretokenized=False):
+        """The data path through the feature cache: the model runs on misses only.
+
+        Returns None (after a warning) when the model cannot be fingerprinted.
+        """
+        from ._cached_extraction import (
+            iter_cached_statistics,
+            namespace_fields,
+            warn_unfingerprinted,
+        )
+
+        spec = self._spec()
+        # Every setting that changes the stored statistics belongs here.
+        # A non-default backend is keyed too: int8 is approximate, compile
+        # equal only within float32 rounding.
+        extra = {} if self.backend == "torch" else {"backend": self.backend}
+        if pretokenized:
+            # Token windows of chunked documents are keyed by their exact ids.
+            extra["input"] = "token_windows"
+        fields = namespace_fields(spec, max_length=self.max_length_, dtype=self.dtype, **extra)
+        if fields is None:
+            warn_unfingerprinted(spec)
+            return None
+        self.last_cache_stats_ = report = {}
+        return iter_cached_statistics(
+            texts,
+            memory=self.memory,
+            fields=fields,
+            meta={"model_name": str(self.model_name), "revision": self.revision},
+            load=self._loaded,
+            layers=self.layers_,
+            attention=self.pooling == "attention",
+            n_hidden_states=self.n_layers_ + 1,
+            hidden_size=self.hidden_size_,
+            max_length=self.max_length_,
+            batch_size=self.batch_size,
+            max_batch_tokens=self.max_batch_tokens,
+            dtype=self.dtype,
+            verbose=self.verbose,
+            cache_dtype=self.cache_dtype,
+            max_bytes=self.cache_max_bytes,
+            report=report,
+            pretokenized=pretokenized,
         )
 
     def _pooled_dim(self):
@@ -302,6 +478,12 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         self.hidden_size_ = info.hidden_size
         self.layers_ = _normalize_layers(self.layers, info.n_hidden_states)
         self.device_ = _backend.resolve_device(self.device)
+        if self.backend == "int8" and self.device_.split(":")[0] != "cpu":
+            raise ValueError(
+                f"backend='int8' (dynamic int8 quantisation) runs on the CPU only, "
+                f"but extraction would run on {self.device_!r}. Pass device='cpu', "
+                "or use dtype='float16'/'bfloat16' for reduced precision on a GPU."
+            )
         model_max = info.max_length
         if self.max_length is None:
             self.max_length_ = model_max
@@ -313,6 +495,8 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
             )
         else:
             self.max_length_ = int(self.max_length)
+        if self.long_text == "chunk":
+            self._resolve_chunking(model_max)
         n_sel = len(self.layers_)
         if self.layer_agg == "weighted":
             if self.layer_weights is None:
@@ -332,6 +516,26 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
                 UserWarning,
                 stacklevel=3,
             )
+
+    def _resolve_chunking(self, model_max):
+        chunk_size = self.max_length_ if self.chunk_size is None else int(self.chunk_size)
+        if chunk_size > model_max:
+            raise ValueError(
+                f"chunk_size={chunk_size} exceeds the model's limit of {model_max} "
+                f"tokens. Use chunk_size<={model_max}."
+            )
+        from ._chunking import special_template
+
+        prefix, suffix = special_template(_backend.load_tokenizer(self._spec()))
+        n_special = len(prefix) + len(suffix)
+        content = chunk_size - n_special
+        if content < 1 or self.chunk_overlap >= content:
+            raise ValueError(
+                f"chunk_overlap={self.chunk_overlap} must be smaller than the "
+                f"{content} content tokens of a chunk (chunk_size={chunk_size} "
+                f"minus {n_special} special tokens)."
+            )
+        self.chunk_size_ = chunk_size
 
     def _fit_from_pooled(self, pooled, y):
         if self.layer_agg == "scalar_mix":

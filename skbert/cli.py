@@ -43,7 +43,7 @@ def add_vectorizer_options(parser):
     group.add_argument("--n-components", type=int, default=None, help="whitening dimensions kept (whiten) or removed (abtt)")
     group.add_argument("--normalize", action="store_true", help="L2-normalise the vectors")
     group.add_argument("--max-length", type=int, default=None, help="maximum tokens per text (default: the model's limit, at most 512)")
-    group.add_argument("--batch-size", type=int, default=64, help="maximum texts per forward pass (default: %(default)s)")
+    group.add_argument("--batch-size", type=int, default=None, help="maximum texts per forward pass (default: 64 on the CPU, 512 on a GPU)")
     group.add_argument("--device", default="auto", help="cpu, cuda, mps or auto (default: %(default)s)")
     group.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"], help="compute dtype (default: %(default)s)")
     group.add_argument("--memory", default=None, metavar="DIR", help="feature cache directory (default: no cache)")
@@ -64,7 +64,7 @@ def vectorizer_from_args(args, **overrides):
         n_components=args.n_components,
         normalize=args.normalize,
         max_length=args.max_length,
-        batch_size=args.batch_size,
+        batch_size="auto" if args.batch_size is None else args.batch_size,
         device=args.device,
         dtype=args.dtype,
         memory=args.memory,

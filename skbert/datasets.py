@@ -30,6 +30,7 @@ from sklearn.utils import Bunch
 __all__ = [
     "DatasetChecksumError",
     "get_data_home",
+    "load_demo",
     "load_imdb",
     "load_sst2",
     "load_stsb",
@@ -549,6 +550,81 @@ def load_stsb(
         split=split,
         filename=path,
         DESCR=_STSB_DESCR,
+    )
+
+
+_DEMO_DESCR = """\
+.. _demo_dataset:
+
+skbert demo reviews
+-------------------
+
+Short English review snippets (films, books, restaurants, hotels, products,
+apps) written for skbert, labelled positive or negative. Each topic appears
+with both labels, so the topic alone does not give the label away. It ships
+inside the package, so :func:`load_demo` needs no download and no data home.
+
+**Data Set Characteristics:**
+
+:Rows: 310 (155 positive, 155 negative), one sentence each, 4 to 12 words.
+:Target: ``"negative"`` or ``"positive"`` (str).
+:Source: written for the skbert project; ``skbert/data/demo_reviews.tsv``.
+:Licence: same as skbert (BSD-3-Clause).
+"""
+
+
+def load_demo(*, return_X_y=False):
+    """Load the small labelled review dataset that ships with skbert.
+
+    310 short review sentences (155 positive, 155 negative) written for the
+    project. It is what ``skbert demo`` runs on, and it needs no download.
+
+    Parameters
+    ----------
+    return_X_y : bool, default=False
+        If True, return ``(data, target)`` instead of a Bunch.
+
+    Returns
+    -------
+    dataset : :class:`~sklearn.utils.Bunch`
+        Dictionary-like object, with the following attributes.
+
+        data : list of str
+            The review sentences.
+        target : ndarray of shape (310,), dtype=str
+            ``"negative"`` or ``"positive"``.
+        target_names : list of str
+            ``["negative", "positive"]``.
+        filename : str
+            Path of the file read.
+        DESCR : str
+            Description of the dataset.
+
+    (data, target) : tuple if ``return_X_y`` is True
+        A list of str and an ndarray of shape (310,).
+
+    See Also
+    --------
+    load_sst2 : Binary sentiment of movie-review sentences.
+
+    Examples
+    --------
+    >>> from skbert.datasets import load_demo
+    >>> demo = load_demo()
+    >>> len(demo.data), demo.target_names
+    (310, ['negative', 'positive'])
+    """
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "demo_reviews.tsv")
+    labels, texts = _read_tsv(path, ("label", "text"))
+    target = np.asarray(labels, dtype=str)
+    if return_X_y:
+        return texts, target
+    return Bunch(
+        data=texts,
+        target=target,
+        target_names=list(_BINARY_TARGET_NAMES),
+        filename=path,
+        DESCR=_DEMO_DESCR,
     )
 
 
