@@ -47,11 +47,11 @@ class Whitener:
         # Covariance via SVD of the centred data: stable and rank-aware.
         _, sing, vt = np.linalg.svd(Xc, full_matrices=False)
         var = sing**2 / max(n - 1, 1)
-        # Pad to dim directions when n < dim (the rest have zero variance).
+        # With n < dim the SVD gives n directions; the rest have zero variance
+        # and are mapped to 0 (whiten) or left alone (abtt), so zero rows
+        # stand in for them without computing an orthonormal completion.
         if vt.shape[0] < dim:
-            full = np.linalg.qr(np.vstack([vt, np.eye(dim)]).T)[0].T[:dim]
-            full[: vt.shape[0]] = vt
-            vt = full
+            vt = np.vstack([vt, np.zeros((dim - vt.shape[0], dim))])
             var = np.concatenate([var, np.zeros(dim - var.shape[0])])
         tol = max(var.max(initial=0.0) * dim * np.finfo(np.float32).eps, 1e-12)
         self.explained_variance_ = var
