@@ -123,6 +123,19 @@ def _word_starts(enc, i, n):
     ]
 
 
+def _content_tokens(tokenizer, texts):
+    """Whole texts tokenised without special tokens or truncation."""
+    return tokenizer(
+        list(texts),
+        add_special_tokens=False,
+        truncation=False,
+        padding=False,
+        return_attention_mask=False,
+        return_token_type_ids=False,
+        verbose=False,
+    )
+
+
 def special_template(tokenizer):
     """The special tokens a tokenizer puts before and after one sequence.
 
@@ -162,15 +175,7 @@ def split_documents(tokenizer, texts, *, chunk_size, chunk_overlap):
     """
     prefix, suffix = special_template(tokenizer)
     content = chunk_size - len(prefix) - len(suffix)
-    enc = tokenizer(
-        list(texts),
-        add_special_tokens=False,
-        truncation=False,
-        padding=False,
-        return_attention_mask=False,
-        return_token_type_ids=False,
-        verbose=False,
-    )
+    enc = _content_tokens(tokenizer, texts)
     head, tail = (1,) * len(prefix), (1,) * len(suffix)
     out = []
     for i, ids in enumerate(enc["input_ids"]):
@@ -195,13 +200,5 @@ def count_truncated(tokenizer, texts, max_length):
     candidates = [t for t in texts if len(t) > budget or len(t.encode("utf-8", "surrogatepass")) > budget]
     if not candidates:
         return 0
-    enc = tokenizer(
-        candidates,
-        add_special_tokens=False,
-        truncation=False,
-        padding=False,
-        return_attention_mask=False,
-        return_token_type_ids=False,
-        verbose=False,
-    )
+    enc = _content_tokens(tokenizer, candidates)
     return sum(len(ids) > budget for ids in enc["input_ids"])
