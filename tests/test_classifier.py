@@ -18,16 +18,9 @@ from skbert import DeviceFallbackWarning
 
 torch = pytest.importorskip("torch")
 
-TEXTS = [
-    "the movie was good",
-    "a bad film with a dull plot",
-    "what a wonderful story",
-    "i hate this boring movie",
-    "",
-    "the best actor and the worst scene",
-    "one two three",
-    "they love the music very much",
-] * 3
+from conftest import TEXTS as _BASE_TEXTS  # noqa: E402
+
+TEXTS = list(_BASE_TEXTS) * 3
 LABELS = np.array(["pos", "neg", "pos", "neg", "neg", "pos", "neg", "pos"] * 3)
 
 #: BERT-base figures from the seed (section 4).
