@@ -146,12 +146,40 @@ def _hub_kwargs(spec, path):
     return kwargs
 
 
+def _folder_stamp(path):
+    """Names, sizes and modification times of a local model folder's files.
+
+    Part of every registry key, so that a model changed in place at the same
+    path is loaded again instead of served stale from memory. None for hub ids.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        return None
+    stamp = []
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        if entry.is_file():
+            st = entry.stat()
+            stamp.append((entry.name, st.st_size, st.st_mtime_ns))
+    return tuple(stamp)
+
+
+def _registry_key(spec, path, *extra):
+    return (path, spec.revision, spec.trust_remote_code, *extra, _folder_stamp(path))
+
+
+def _drop_stale(registry, key):
+    """Forget entries for the same model whose folder stamp is out of date."""
+    for old in [k for k in registry if k[:-1] == key[:-1] and k != key]:
+        del registry[old]
+
+
 def load_config(spec):
     """Load (once per process) the model's configuration, without weights."""
     path = resolve_model(spec)
-    key = (path, spec.revision, spec.trust_remote_code)
+    key = _registry_key(spec, path)
     with _LOCK:
         if key not in _CONFIGS:
+            _drop_stale(_CONFIGS, key)
             from transformers import AutoConfig
 
             _CONFIGS[key] = AutoConfig.from_pretrained(path, **_hub_kwargs(spec, path))
@@ -161,9 +189,10 @@ def load_config(spec):
 def load_tokenizer(spec):
     """Load (once per process) the model's tokenizer."""
     path = resolve_model(spec)
-    key = (path, spec.revision, spec.trust_remote_code)
+    key = _registry_key(spec, path)
     with _LOCK:
         if key not in _TOKENIZERS:
+            _drop_stale(_TOKENIZERS, key)
             from transformers import AutoTokenizer
 
             with _quiet_transformers():
@@ -321,13 +350,12 @@ def load_model(spec, device="cpu", backend="torch"):
     LoadedModel
     """
     path = resolve_model(spec)
-    key = (
-        path, spec.revision, spec.trust_remote_code, spec.use_safetensors, str(device), backend
-    )
+    key = _registry_key(spec, path, spec.use_safetensors, str(device), backend)
     with _LOCK:
         loaded = _MODELS.get(key)
         if loaded is not None:
             return loaded
+        _drop_stale(_MODELS, key)
         import torch
         from transformers import AutoModel
 

@@ -85,3 +85,22 @@ def test_attention_pooling_restores_sdpa(tiny_model, texts):
     BertVectorizer(tiny_model, pooling="attention", device="cpu").fit_transform(texts)
     loaded = _backend.load_model(ModelSpec(tiny_model), "cpu")
     assert loaded.model.config._attn_implementation == "sdpa"
+
+
+def test_model_changed_in_place_is_reloaded_in_the_same_process(tmp_path, texts):
+    import time
+
+    from skbert._testing import make_tiny_model
+
+    path = tmp_path / "model"
+    make_tiny_model(path, seed=0)
+    first = BertVectorizer(str(path), device="cpu").fit_transform(texts)
+    time.sleep(0.01)  # a distinct modification time on coarse clocks
+    make_tiny_model(tmp_path / "other", seed=7)
+    make_tiny_model(path, seed=7)  # same path, new weights
+    again = BertVectorizer(str(path), device="cpu").fit_transform(texts)
+    want = BertVectorizer(str(tmp_path / "other"), device="cpu").fit_transform(texts)
+    assert not np.allclose(first, again)
+    np.testing.assert_array_equal(again, want)
+    # The stale copy is dropped, not kept alongside.
+    assert sum(key[0] == str(path) for key in _backend._MODELS) == 1
