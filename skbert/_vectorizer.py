@@ -360,6 +360,7 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         from ._chunking import DOC_BLOCK, aggregate_chunks, split_documents
 
         tokenizer = _backend.load_tokenizer(self._spec())
+        totals = {}
         for start in range(0, len(texts), DOC_BLOCK):
             block = texts[start : start + DOC_BLOCK]
             doc_windows = split_documents(
@@ -374,11 +375,17 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
                     stats = np.empty((len(index),) + st.shape[1:], dtype=np.float32)
                     counts = np.empty((len(index), ct.shape[1]), dtype=np.int64)
                 stats[positions], counts[positions] = st, ct
+            # The cache reports per call of the window path: sum over blocks.
+            block_stats = getattr(self, "last_cache_stats_", {}) if self.memory is not None else {}
+            for name, value in block_stats.items():
+                totals[name] = totals.get(name, 0) + value
             doc_stats = np.empty((len(block),) + stats.shape[1:], dtype=np.float32)
             doc_counts = np.empty((len(block), counts.shape[1]), dtype=np.int64)
             for d, own in enumerate(owners):
                 doc_stats[d], doc_counts[d] = aggregate_chunks(stats[own], counts[own], self.chunk_agg)
             yield np.arange(start, start + len(block)), doc_stats, doc_counts
+        if self.memory is not None and totals:
+            self.last_cache_stats_ = totals
 
     def _iter_unit_statistics(self, texts, pretokenized=False):
         """Statistics of texts (or token windows), through the cache when set."""

@@ -148,3 +148,19 @@ def test_chunk_parameters_are_grid_searchable(tiny_model):
         error_score="raise",
     ).fit(X, y)
     assert len(grid.cv_results_["params"]) == 8
+
+
+def test_cache_stats_cover_every_block_of_documents(tiny_model, tmp_path, monkeypatch):
+    from skbert import _chunking
+
+    monkeypatch.setattr(_chunking, "DOC_BLOCK", 3)  # 8 documents -> 3 blocks
+    docs = [_doc(90, seed) for seed in range(8)]
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    windows = {w for doc in split_documents(tok, docs, chunk_size=32, chunk_overlap=0) for w in doc}
+    vec = BertVectorizer(tiny_model, long_text="chunk", chunk_size=32, memory=str(tmp_path))
+    vec.fit_transform(docs)
+    assert vec.last_cache_stats_["misses"] == len(windows)
+    assert vec.last_cache_stats_["hits"] == 0
+    vec.fit_transform(docs)
+    assert vec.last_cache_stats_["hits"] == len(windows)
+    assert vec.last_cache_stats_["misses"] == 0
