@@ -268,6 +268,11 @@ class LoadedModel:
         self.path = path
         self.backend = backend
         self.lock = threading.RLock()
+        from ._encoder import lean_layers
+
+        #: Layer modules for the lean forward pass (see :mod:`skbert._encoder`);
+        #: None runs transformers' own forward.
+        self.lean = lean_layers(model) if backend != "compile" else None
 
     @contextlib.contextmanager
     def attention_maps(self, needed):
@@ -284,6 +289,38 @@ class LoadedModel:
             yield
         finally:
             self.model.set_attn_implementation(current)
+
+    def hidden_states(self, inputs, layers, *, output_attentions=False):
+        """Hidden states ``layers`` (and their attention maps) for one padded batch.
+
+        Only the transformer layers up to the deepest of ``layers`` run and
+        the pooler never does. Supported architectures without attention maps
+        take the lean pass of :mod:`skbert._encoder`; the rest run
+        transformers' forward (:meth:`forward`).
+
+        Returns
+        -------
+        hidden : list of tensors (batch, length, hidden), one per ``layers`` entry
+        attentions : list of tensors (batch, heads, length, length) or None
+            With ``output_attentions``: the maps of the layer producing each
+            hidden state (layer 1's for hidden state 0).
+        """
+        from ._extraction import deepest_layer
+
+        layers = [int(i) for i in layers]
+        if self.lean is not None and not output_attentions:
+            from ._encoder import lean_hidden_states
+
+            _record_forward(int(inputs["input_ids"].shape[0]))
+            return lean_hidden_states(self.model, self.lean, inputs, layers), None
+        out = self.forward(
+            inputs, output_attentions=output_attentions, num_layers=deepest_layer(layers)
+        )
+        hidden = [out.hidden_states[i] for i in layers]
+        attentions = None
+        if output_attentions:
+            attentions = [out.attentions[max(i - 1, 0)] for i in layers]
+        return hidden, attentions
 
     def forward(self, inputs, *, output_attentions=False, num_layers=None):
         """One forward pass returning hidden states (and attention maps).

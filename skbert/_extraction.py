@@ -370,7 +370,6 @@ class _BatchRunner:
         self.dtype = dtype
         self.slots = slots
         self.names = _model_input_names(loaded.model)
-        self.num_layers = deepest_layer(layers)
         self.cap = None  # most texts per batch after an out-of-memory error
         tokenizer = loaded.tokenizer
         self.pad = dict(
@@ -396,13 +395,9 @@ class _BatchRunner:
         device = self.loaded.device
         inputs = {k: v.to(device) for k, v in enc.items() if k in self.names}
         with _autocast(device, self.dtype):
-            out = self.loaded.forward(
-                inputs, output_attentions=self.attention, num_layers=self.num_layers
+            hidden, attn = self.loaded.hidden_states(
+                inputs, self.layers, output_attentions=self.attention
             )
-        hidden = [out.hidden_states[i] for i in self.layers]
-        attn = None
-        if self.attention:
-            attn = [out.attentions[max(i - 1, 0)] for i in self.layers]
         stats, counts = pooled_statistics(
             hidden, inputs["attention_mask"], special.to(device), attn, slots=self.slots
         )

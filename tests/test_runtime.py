@@ -35,14 +35,20 @@ def _inputs(loaded, texts):
 
 
 class _CallCounter:
-    """Count calls of the encoder's layers (by index) and of its pooler."""
+    """Count calls of the encoder's layers (by index) and of its pooler.
+
+    A layer counts as run when any of its modules runs: transformers' forward
+    calls the layer module, the lean pass (skbert._encoder) its submodules.
+    """
 
     def __init__(self, model):
         _, _, layers = find_layer_list(model)
         self.layers = [0] * len(layers)
         self.pooler = 0
         self.handles = [
-            layer.register_forward_hook(self._layer_hook(i)) for i, layer in enumerate(layers)
+            module.register_forward_hook(self._layer_hook(i))
+            for i, layer in enumerate(layers)
+            for module in layer.modules()
         ]
         pooler = getattr(model, "pooler", None)
         if pooler is not None:
@@ -95,7 +101,9 @@ def test_extraction_runs_only_up_to_the_deepest_layer(fixture, layer, request, t
         X = BertVectorizer(path, layers=layer, device="cpu").fit_transform(texts)
     finally:
         counter.remove()
-    assert counter.deepest() == max(layer, 1)
+    # The lean pass needs no layer for the embedding output (hidden state 0);
+    # transformers' forward runs at least one.
+    assert counter.deepest() == (layer if loaded.lean is not None else max(layer, 1))
     assert counter.pooler == 0
     # Same features as the full pass, selected afterwards.
     full = BertVectorizer(path, layers="all", device="cpu").fit_transform(texts)
@@ -141,13 +149,13 @@ def test_threads_limited_to_the_worker_share_and_restored(tiny_model, texts, mon
     """Inside a joblib worker (OMP_NUM_THREADS = cpus // n_jobs), torch obeys it."""
     loaded = _loaded(tiny_model)
     seen = []
-    original = type(loaded).forward
+    original = type(loaded).hidden_states
 
-    def spy(self, inputs, **kwargs):
+    def spy(self, inputs, *args, **kwargs):
         seen.append(torch.get_num_threads())
-        return original(self, inputs, **kwargs)
+        return original(self, inputs, *args, **kwargs)
 
-    monkeypatch.setattr(type(loaded), "forward", spy)
+    monkeypatch.setattr(type(loaded), "hidden_states", spy)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     before = torch.get_num_threads()
     torch.set_num_threads(2)
@@ -208,17 +216,17 @@ def test_out_of_memory_halves_the_batch_and_retries(tiny_model, texts, monkeypat
     want = BertVectorizer(tiny_model, device="cpu", batch_size=8, max_batch_tokens=None)
     want = want.fit_transform(texts)
     loaded = _loaded(tiny_model)
-    original = type(loaded).forward
+    original = type(loaded).hidden_states
     sizes = []
 
-    def flaky(self, inputs, **kwargs):
+    def flaky(self, inputs, *args, **kwargs):
         n = int(inputs["input_ids"].shape[0])
         sizes.append(n)
         if n > 2:
             raise _fake_oom()
-        return original(self, inputs, **kwargs)
+        return original(self, inputs, *args, **kwargs)
 
-    monkeypatch.setattr(type(loaded), "forward", flaky)
+    monkeypatch.setattr(type(loaded), "hidden_states", flaky)
     with caplog.at_level(logging.WARNING, logger="skbert._extraction"):
         got = BertVectorizer(tiny_model, device="cpu", batch_size=8, max_batch_tokens=None)
         got = got.fit_transform(texts)
@@ -231,10 +239,10 @@ def test_out_of_memory_halves_the_batch_and_retries(tiny_model, texts, monkeypat
 def test_out_of_memory_on_one_text_is_raised(tiny_model, monkeypatch):
     loaded = _loaded(tiny_model)
 
-    def always(self, inputs, **kwargs):
+    def always(self, inputs, *args, **kwargs):
         raise _fake_oom()
 
-    monkeypatch.setattr(type(loaded), "forward", always)
+    monkeypatch.setattr(type(loaded), "hidden_states", always)
     with pytest.raises(RuntimeError, match="out of memory"):
         BertVectorizer(tiny_model, device="cpu").fit_transform(["a", "b", "c"])
 
@@ -243,11 +251,11 @@ def test_other_errors_are_not_retried(tiny_model, monkeypatch):
     loaded = _loaded(tiny_model)
     calls = []
 
-    def broken(self, inputs, **kwargs):
+    def broken(self, inputs, *args, **kwargs):
         calls.append(1)
         raise RuntimeError("shape mismatch")
 
-    monkeypatch.setattr(type(loaded), "forward", broken)
+    monkeypatch.setattr(type(loaded), "hidden_states", broken)
     with pytest.raises(RuntimeError, match="shape mismatch"):
         BertVectorizer(tiny_model, device="cpu").fit_transform(["a", "b", "c"])
     assert len(calls) == 1
@@ -351,15 +359,15 @@ def test_gpu_reduced_precision_is_close(tiny_model, texts, dtype):
 @needs_cuda
 def test_gpu_out_of_memory_retry_on_device(tiny_model, texts, monkeypatch):
     loaded = _backend.load_model(ModelSpec(tiny_model), "cuda")
-    original = type(loaded).forward
+    original = type(loaded).hidden_states
 
-    def flaky(self, inputs, **kwargs):
+    def flaky(self, inputs, *args, **kwargs):
         if int(inputs["input_ids"].shape[0]) > 2:
             raise _fake_oom()
-        return original(self, inputs, **kwargs)
+        return original(self, inputs, *args, **kwargs)
 
     want = BertVectorizer(tiny_model, device="cuda").fit_transform(texts)
-    monkeypatch.setattr(type(loaded), "forward", flaky)
+    monkeypatch.setattr(type(loaded), "hidden_states", flaky)
     got = BertVectorizer(tiny_model, device="cuda").fit_transform(texts)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 

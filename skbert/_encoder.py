@@ -1,0 +1,223 @@
+"""A lean forward pass for BERT-family encoders: the model's own modules, tokens packed.
+
+Feature extraction needs only the hidden states of a few layers. transformers'
+generic forward costs about a millisecond of Python per layer call (attention
+mask construction, output recording hooks, keyword plumbing) and computes every
+padded position. For the architectures listed in :data:`LEAN_MODEL_TYPES` this
+module runs the same computation directly:
+
+- the model's own embedding module on the padded batch;
+- then, per transformer layer, its own ``nn.Linear`` / ``LayerNorm`` /
+  activation modules on the *packed* real tokens only (``(n_tokens, hidden)``,
+  no padding rows), so the matrix multiplies - almost all of the time -
+  do no wasted work;
+- attention on the padded ``(batch, heads, length, head_size)`` layout with
+  the padded keys masked: the formula of transformers' eager attention for
+  short batches, PyTorch's fused attention for long ones.
+
+Calling the modules (rather than reading their weights) keeps backends that
+replace them working: dynamic int8 swaps ``nn.Linear`` for a quantised module.
+Outputs equal transformers' forward within float32 rounding (tests compare them
+to 1e-5 on BERT, RoBERTa and DistilBERT); hidden states at padded positions are
+zero instead of transformers' unused values, and pooling never reads them.
+
+Everything else - other architectures, attention maps for attention pooling -
+goes through transformers' forward (see :meth:`skbert._backend.LoadedModel.hidden_states`).
+"""
+
+import math
+from typing import NamedTuple
+
+__all__ = ["LEAN_MODEL_TYPES", "lean_layers", "lean_hidden_states"]
+
+#: ``config.model_type`` values whose encoders the lean pass runs.
+LEAN_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "distilbert")
+
+
+#: Up to this padded length attention is two matrix multiplies and a softmax
+#: (the fastest for short texts on the CPU); longer batches use PyTorch's fused
+#: ``scaled_dot_product_attention``, which never builds the length x length
+#: scores (1.2-1.6x faster at 512 tokens).
+MATMUL_ATTENTION_MAX_LENGTH = 64
+
+
+class LayerParts(NamedTuple):
+    """The modules of one post-LayerNorm transformer layer, in order of use."""
+
+    query: object
+    key: object
+    value: object
+    attention_output: object
+    attention_norm: object
+    ffn_input: object
+    activation: object
+    ffn_output: object
+    output_norm: object
+    n_heads: int
+    scaling: float
+
+
+def _bert_parts(layer):
+    attention = layer.attention.self
+    n_heads = int(attention.num_attention_heads)
+    head_size = int(attention.attention_head_size)
+    return LayerParts(
+        attention.query,
+        attention.key,
+        attention.value,
+        layer.attention.output.dense,
+        layer.attention.output.LayerNorm,
+        layer.intermediate.dense,
+        layer.intermediate.intermediate_act_fn,
+        layer.output.dense,
+        layer.output.LayerNorm,
+        n_heads,
+        float(getattr(attention, "scaling", head_size**-0.5)),
+    )
+
+
+def _distilbert_parts(layer):
+    attention = layer.attention
+    n_heads = int(attention.n_heads)
+    head_size = int(attention.dim) // n_heads
+    return LayerParts(
+        attention.q_lin,
+        attention.k_lin,
+        attention.v_lin,
+        attention.out_lin,
+        layer.sa_layer_norm,
+        layer.ffn.lin1,
+        layer.ffn.activation,
+        layer.ffn.lin2,
+        layer.output_layer_norm,
+        n_heads,
+        float(getattr(attention, "scaling", head_size**-0.5)),
+    )
+
+
+def lean_layers(model):
+    """The :class:`LayerParts` of every layer of ``model``, or None if unsupported.
+
+    Supported: encoder-only models of the types in :data:`LEAN_MODEL_TYPES`
+    with absolute position embeddings, no cross-attention and the standard
+    layer layout. Anything else returns None and runs through transformers.
+    """
+    config = getattr(model, "config", None)
+    model_type = getattr(config, "model_type", None)
+    if model_type not in LEAN_MODEL_TYPES:
+        return None
+    if getattr(config, "is_decoder", False) or getattr(config, "add_cross_attention", False):
+        return None
+    if getattr(config, "position_embedding_type", "absolute") not in (None, "absolute"):
+        return None
+    if model_type == "distilbert" and getattr(config, "sinusoidal_pos_embds", False):
+        # Fixed sinusoidal tables are still looked up by the embedding module,
+        # so they would work; kept on the reference path until tested.
+        return None
+    try:
+        if model_type == "distilbert":
+            layers = model.transformer.layer
+            parts = [_distilbert_parts(layer) for layer in layers]
+        else:
+            layers = model.encoder.layer
+            parts = [_bert_parts(layer) for layer in layers]
+    except AttributeError:
+        return None
+    return parts
+
+
+def _embed(model, inputs):
+    if model.config.model_type == "distilbert":
+        return model.embeddings(input_ids=inputs["input_ids"])
+    kwargs = {"input_ids": inputs["input_ids"]}
+    if "token_type_ids" in inputs:
+        kwargs["token_type_ids"] = inputs["token_type_ids"]
+    return model.embeddings(**kwargs)
+
+
+def _attention(q, k, v, *, index, batch, length, n_heads, scaling, pad_keys):
+    """Multi-head attention of packed ``q, k, v`` (``(n_tokens, hidden)``) rows.
+
+    The rows are scattered into the padded layout (``index`` holds their flat
+    positions; None means no padding), attended with the padded keys masked,
+    and gathered back.
+    """
+    import torch
+
+    hidden = q.shape[-1]
+    qkv = torch.cat((q, k, v), dim=1)
+    if index is not None:
+        qkv = qkv.new_zeros(batch * length, 3 * hidden).index_copy_(0, index, qkv)
+    qkv = qkv.view(batch, length, 3, n_heads, hidden // n_heads).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv[0], qkv[1], qkv[2]
+    if length > MATMUL_ATTENTION_MAX_LENGTH:
+        keep = None if pad_keys is None else ~pad_keys
+        context = torch.nn.functional.scaled_dot_product_attention(
+            q, k, v, attn_mask=keep, scale=scaling
+        )
+    else:
+        scores = torch.matmul(q, k.transpose(-1, -2)) * scaling
+        if pad_keys is not None:
+            scores = scores.masked_fill(pad_keys, -math.inf)
+        context = torch.matmul(torch.softmax(scores, dim=-1), v)
+    context = context.transpose(1, 2).reshape(batch * length, hidden)
+    if index is not None:
+        context = context.index_select(0, index)
+    return context
+
+
+def _layer(parts, h, **attention):
+    context = _attention(parts.query(h), parts.key(h), parts.value(h),
+                         n_heads=parts.n_heads, scaling=parts.scaling, **attention)
+    a = parts.attention_norm(parts.attention_output(context) + h)
+    return parts.output_norm(parts.ffn_output(parts.activation(parts.ffn_input(a))) + a)
+
+
+def lean_hidden_states(model, parts, inputs, layers):
+    """Hidden states ``layers`` of ``model`` for one padded batch.
+
+    Parameters
+    ----------
+    model : transformers.PreTrainedModel
+        In eval mode; :func:`lean_layers` returned ``parts`` for it.
+    parts : list of LayerParts
+    inputs : dict of tensors
+        ``input_ids``, ``attention_mask`` (and ``token_type_ids``), padded.
+    layers : list of int
+        Hidden-state indices (0 = embedding output); only the layers up to
+        the deepest one run.
+
+    Returns
+    -------
+    list of tensors of shape (batch, length, hidden), in the order of ``layers``;
+    zero at padded positions.
+    """
+    mask = inputs["attention_mask"]
+    batch, length = mask.shape
+    embedded = _embed(model, inputs)
+    hidden = embedded.shape[-1]
+    real = mask.reshape(-1) != 0
+    if bool(real.all()):
+        index, pad_keys = None, None
+        h = embedded.reshape(batch * length, hidden)
+    else:
+        index = real.nonzero().squeeze(1)
+        pad_keys = (mask == 0)[:, None, None, :]
+        h = embedded.reshape(batch * length, hidden).index_select(0, index)
+    attention = dict(index=index, batch=batch, length=length, pad_keys=pad_keys)
+
+    def unpacked(x):
+        if index is None:
+            return x.view(batch, length, hidden)
+        full = x.new_zeros(batch * length, hidden).index_copy_(0, index, x)
+        return full.view(batch, length, hidden)
+
+    wanted = set(int(i) for i in layers)
+    found = {}
+    if 0 in wanted:
+        found[0] = embedded if index is None else unpacked(h)
+    for i in range(max(wanted)):
+        h = _layer(parts[i], h, **attention)
+        if i + 1 in wanted:
+            found[i + 1] = unpacked(h)
+    return [found[int(i)] for i in layers]

@@ -1,0 +1,136 @@
+"""The lean forward pass (skbert._encoder) against transformers' own forward.
+
+Every comparison runs both on the same padded batch and checks the hidden
+states at real token positions to 1e-5; timings never appear here (see
+benchmarks/throughput.py).
+"""
+
+import numpy as np
+import pytest
+
+from skbert import BertVectorizer
+from skbert import _backend, _encoder
+from skbert._backend import ModelSpec
+from skbert._extraction import _model_input_names
+
+torch = pytest.importorskip("torch")
+
+TINY = ["tiny_model", "tiny_distilbert", "tiny_roberta"]
+
+#: Long enough that a batch is padded past MATMUL_ATTENTION_MAX_LENGTH.
+LONG = " ".join(["the movie was good but the ending was bad"] * 9)
+
+
+def _model(path):
+    from transformers import AutoModel
+
+    return AutoModel.from_pretrained(path, attn_implementation="eager").eval()
+
+
+def _tokenizer(path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
+
+
+def _inputs(model, tokenizer, texts):
+    names = _model_input_names(model)
+    enc = tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
+    return {k: v for k, v in enc.items() if k in names}
+
+
+def _compare(model, inputs, layers):
+    parts = _encoder.lean_layers(model)
+    assert parts is not None
+    with torch.inference_mode():
+        reference = model(**inputs, output_hidden_states=True).hidden_states
+        lean = _encoder.lean_hidden_states(model, parts, inputs, layers)
+    mask = inputs["attention_mask"].bool()
+    assert len(lean) == len(layers)
+    for layer, got in zip(layers, lean):
+        want = reference[layer]
+        assert got.shape == want.shape
+        torch.testing.assert_close(got[mask], want[mask], rtol=1e-5, atol=1e-5)
+        # Padded positions are zero, never garbage.
+        assert torch.count_nonzero(got[~mask]) == 0
+    return lean
+
+
+@pytest.mark.parametrize("fixture", TINY)
+def test_lean_pass_equals_transformers_on_a_padded_batch(fixture, request, texts):
+    path = request.getfixturevalue(fixture)
+    model, tokenizer = _model(path), _tokenizer(path)
+    inputs = _inputs(model, tokenizer, texts)
+    assert not bool(inputs["attention_mask"].all())  # really padded
+    n_layers = len(_encoder.lean_layers(model))
+    _compare(model, inputs, list(range(n_layers + 1)))
+
+
+@pytest.mark.parametrize("fixture", TINY)
+def test_lean_pass_long_batch_uses_fused_attention_and_matches(fixture, request):
+    path = request.getfixturevalue(fixture)
+    model, tokenizer = _model(path), _tokenizer(path)
+    inputs = _inputs(model, tokenizer, [LONG, "short text", LONG[: len(LONG) // 2]])
+    assert inputs["input_ids"].shape[1] > _encoder.MATMUL_ATTENTION_MAX_LENGTH
+    _compare(model, inputs, [0, 1, 2])
+
+
+def test_lean_pass_without_padding(tiny_model):
+    model, tokenizer = _model(tiny_model), _tokenizer(tiny_model)
+    inputs = _inputs(model, tokenizer, ["good movie", "bad movie"])
+    assert bool(inputs["attention_mask"].all())
+    _compare(model, inputs, [0, 2])
+
+
+def test_lean_pass_with_token_types(tiny_model):
+    """Sentence-pair token types reach the embedding module."""
+    model, tokenizer = _model(tiny_model), _tokenizer(tiny_model)
+    enc = tokenizer(["a good movie", "bad"], ["it was fun", "very boring film"],
+                    padding=True, return_tensors="pt")
+    assert int(enc["token_type_ids"].max()) == 1
+    _compare(model, dict(enc), [1, 2])
+
+
+def test_lean_pass_returns_the_requested_layers_in_order(tiny_model):
+    model, tokenizer = _model(tiny_model), _tokenizer(tiny_model)
+    inputs = _inputs(model, tokenizer, ["good movie", "a bad and long movie"])
+    lean = _compare(model, inputs, [2, 0, 1])
+    assert len(lean) == 3
+
+
+def test_unsupported_models_take_the_transformers_path(tmp_path, tiny_model):
+    from transformers import BertConfig, BertModel
+
+    decoder = BertModel(BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                                   intermediate_size=8, is_decoder=True))
+    assert _encoder.lean_layers(decoder) is None
+
+    class Other(torch.nn.Module):
+        config = type("C", (), {"model_type": "mpnet"})()
+
+    assert _encoder.lean_layers(Other()) is None
+    # A supported model in a LoadedModel uses the lean pass.
+    loaded = _backend.load_model(ModelSpec(tiny_model), "cpu")
+    assert loaded.lean is not None
+
+
+@pytest.mark.parametrize("fixture", TINY)
+def test_vectorizer_lean_and_transformers_paths_agree(fixture, request, texts):
+    """The same features whichever pass runs (every pooling, every layer)."""
+    path = request.getfixturevalue(fixture)
+    poolings = ["cls", "mean", "max"]
+    loaded = _backend.load_model(ModelSpec(path), "cpu")
+    lean_parts = loaded.lean
+    assert lean_parts is not None
+    results = {}
+    for name, parts in (("lean", lean_parts), ("transformers", None)):
+        loaded.lean = parts
+        try:
+            results[name] = [
+                BertVectorizer(path, layers="all", pooling=p, device="cpu").fit_transform(texts)
+                for p in poolings
+            ]
+        finally:
+            loaded.lean = lean_parts
+    for a, b in zip(results["lean"], results["transformers"]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
