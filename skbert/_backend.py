@@ -273,6 +273,13 @@ class LoadedModel:
         #: Layer modules for the lean forward pass (see :mod:`skbert._encoder`);
         #: None runs transformers' own forward.
         self.lean = lean_layers(model) if backend != "compile" else None
+        #: Whether the lean pass may run plain float32 linear layers with
+        #: oneDNN (CPU only; checked once per process).
+        self.onednn = False
+        if self.lean is not None and str(device).split(":")[0] == "cpu":
+            from ._encoder import onednn_linear_available
+
+            self.onednn = any(p.plain for p in self.lean) and onednn_linear_available()
 
     @contextlib.contextmanager
     def attention_maps(self, needed):
@@ -311,8 +318,13 @@ class LoadedModel:
         if self.lean is not None and not output_attentions:
             from ._encoder import lean_hidden_states
 
+            import torch
+
             _record_forward(int(inputs["input_ids"].shape[0]))
-            return lean_hidden_states(self.model, self.lean, inputs, layers), None
+            # Under autocast (reduced precision) the modules run as they are.
+            onednn = self.onednn and not torch.is_autocast_enabled("cpu")
+            hidden = lean_hidden_states(self.model, self.lean, inputs, layers, onednn=onednn)
+            return hidden, None
         out = self.forward(
             inputs, output_attentions=output_attentions, num_layers=deepest_layer(layers)
         )

@@ -39,12 +39,12 @@ def _inputs(model, tokenizer, texts):
     return {k: v for k, v in enc.items() if k in names}
 
 
-def _compare(model, inputs, layers):
+def _compare(model, inputs, layers, *, onednn=False):
     parts = _encoder.lean_layers(model)
     assert parts is not None
     with torch.inference_mode():
         reference = model(**inputs, output_hidden_states=True).hidden_states
-        lean = _encoder.lean_hidden_states(model, parts, inputs, layers)
+        lean = _encoder.lean_hidden_states(model, parts, inputs, layers, onednn=onednn)
     mask = inputs["attention_mask"].bool()
     assert len(lean) == len(layers)
     for layer, got in zip(layers, lean):
@@ -134,3 +134,50 @@ def test_vectorizer_lean_and_transformers_paths_agree(fixture, request, texts):
             loaded.lean = lean_parts
     for a, b in zip(results["lean"], results["transformers"]):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+needs_onednn = pytest.mark.skipif(
+    not _encoder.onednn_linear_available(), reason="torch has no working oneDNN linear kernel here"
+)
+
+
+@needs_onednn
+@pytest.mark.parametrize("fixture", TINY)
+def test_onednn_linear_pass_equals_transformers(fixture, request, texts):
+    path = request.getfixturevalue(fixture)
+    model, tokenizer = _model(path), _tokenizer(path)
+    parts = _encoder.lean_layers(model)
+    assert all(p.plain for p in parts)
+    for batch in (texts, [LONG, "short text"]):
+        inputs = _inputs(model, tokenizer, batch)
+        _compare(model, inputs, list(range(len(parts) + 1)), onednn=True)
+
+
+@needs_onednn
+def test_onednn_gelu_fusion_only_for_the_exact_gelu(tiny_model):
+    from transformers.activations import ACT2FN
+
+    model = _model(tiny_model)
+    parts = _encoder.lean_layers(model)
+    assert parts[0].exact_gelu  # BERT's "gelu" is the erf GELU
+    tanh_gelu = parts[0]._replace(activation=ACT2FN["gelu_new"])
+    assert not _encoder._describe(tanh_gelu).exact_gelu
+    relu = parts[0]._replace(activation=torch.nn.ReLU())
+    assert not _encoder._describe(relu).exact_gelu
+    # With a non-GELU activation the lean pass applies that activation itself.
+    h = torch.randn(7, model.config.hidden_size)
+    kw = dict(index=None, batch=1, length=7, pad_keys=None)
+    with torch.inference_mode():
+        fused = _encoder._layer(_encoder._describe(relu), h, onednn=True, **kw)
+        plain = _encoder._layer(_encoder._describe(relu), h, onednn=False, **kw)
+    torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-5)
+
+
+def test_int8_quantises_all_but_the_feed_forward_output(tiny_model):
+    """int8 modules are called as modules, never handed to the float kernel."""
+    loaded = _backend.load_model(ModelSpec(tiny_model), "cpu", backend="int8")
+    assert loaded.lean is not None
+    for p in loaded.lean:
+        for module in (p.query, p.key, p.value, p.attention_output, p.ffn_input):
+            assert not _encoder._is_plain(module), type(module)
+        assert type(p.ffn_output) is torch.nn.Linear
