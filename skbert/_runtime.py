@@ -44,6 +44,10 @@ BACKENDS = ("torch", "compile", "int8")
 #: Backends whose outputs equal the eager float32 model's (within 1e-5).
 EXACT_BACKENDS = ("torch", "compile")
 
+#: Version of the int8 recipe (which linear layers are quantised, how); part
+#: of the feature cache's key for ``backend="int8"``.
+INT8_SCHEME = "dynamic-per-channel;ffn-output-float32"
+
 #: Where encoders keep their transformer layers (dotted attribute paths).
 _LAYER_PATHS = (
     "encoder.layer",  # BERT, RoBERTa, XLM-R, ELECTRA, MiniLM, CamemBERT, ...

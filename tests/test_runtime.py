@@ -331,6 +331,21 @@ def test_int8_features_keyed_apart_on_disk(tiny_model, texts, tmp_path):
     np.testing.assert_array_equal(again, fp32)
 
 
+def test_int8_scheme_is_part_of_the_cache_key(tiny_model, texts, tmp_path, monkeypatch):
+    """Entries written under an older int8 recipe are never read by a newer one."""
+    from skbert import _runtime
+
+    first = BertVectorizer(tiny_model, device="cpu", memory=tmp_path, backend="int8")
+    first.fit_transform(texts)
+    same = BertVectorizer(tiny_model, device="cpu", memory=tmp_path, backend="int8")
+    same.fit_transform(texts)
+    assert same.last_cache_stats_["misses"] == 0
+    monkeypatch.setattr(_runtime, "INT8_SCHEME", _runtime.INT8_SCHEME + ";changed")
+    newer = BertVectorizer(tiny_model, device="cpu", memory=tmp_path, backend="int8")
+    newer.fit_transform(texts)
+    assert newer.last_cache_stats_["hits"] == 0
+
+
 # ------------------------------------------------------------------------- GPU
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
