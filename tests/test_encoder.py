@@ -75,11 +75,27 @@ def test_lean_pass_long_batch_uses_fused_attention_and_matches(fixture, request)
     _compare(model, inputs, [0, 1, 2])
 
 
-def test_lean_pass_without_padding(tiny_model):
+@pytest.mark.parametrize("n_texts", [2, 4])
+def test_lean_pass_without_padding(tiny_model, n_texts):
+    """Equal lengths: 2 x 4 tokens get bucket rows appended, 4 x 4 none."""
     model, tokenizer = _model(tiny_model), _tokenizer(tiny_model)
-    inputs = _inputs(model, tokenizer, ["good movie", "bad movie"])
+    inputs = _inputs(model, tokenizer, ["good movie", "bad movie", "fun film", "dull plot"][:n_texts])
     assert bool(inputs["attention_mask"].all())
+    n_tokens = int(inputs["attention_mask"].sum())
+    assert (n_tokens % _encoder.ROW_BUCKET == 0) == (n_texts == 4)
     _compare(model, inputs, [0, 2])
+
+
+def test_packing_rows_are_bucketed_and_dropped():
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0], [1, 0, 0, 0]])
+    packing = _encoder._Packing(mask)
+    assert packing.n == 6 and not packing.identity
+    x = torch.arange(12.0).reshape(12, 1) + 1
+    packed = packing.pack(x)
+    assert packed.shape[0] == _encoder.ROW_BUCKET
+    torch.testing.assert_close(packed[:6, 0], torch.tensor([1.0, 2, 3, 5, 6, 9]))
+    back = packing.unpack(packed)
+    torch.testing.assert_close(back[:, 0], x[:, 0] * mask.reshape(-1))
 
 
 def test_lean_pass_with_token_types(tiny_model):
@@ -166,10 +182,11 @@ def test_onednn_gelu_fusion_only_for_the_exact_gelu(tiny_model):
     assert not _encoder._describe(relu).exact_gelu
     # With a non-GELU activation the lean pass applies that activation itself.
     h = torch.randn(7, model.config.hidden_size)
-    kw = dict(index=None, batch=1, length=7, pad_keys=None)
+    packing = _encoder._Packing(torch.ones(1, 7, dtype=torch.long))
+    h = packing.pack(h)
     with torch.inference_mode():
-        fused = _encoder._layer(_encoder._describe(relu), h, onednn=True, **kw)
-        plain = _encoder._layer(_encoder._describe(relu), h, onednn=False, **kw)
+        fused = _encoder._layer(_encoder._describe(relu), h, packing, onednn=True)
+        plain = _encoder._layer(_encoder._describe(relu), h, packing, onednn=False)
     torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-5)
 
 
