@@ -204,11 +204,12 @@ def _embed(model, inputs):
     return model.embeddings(**kwargs)
 
 
-#: Packed rows are padded to a multiple of this many (with copies of the
-#: first token, computed and dropped), so that a corpus produces few distinct
-#: matrix shapes: oneDNN caches one kernel per shape, and the allocator reuses
-#: its blocks. Without it, 100,000 short texts left about 400 MiB of such
-#: state behind; the cost is under 1 % more rows.
+#: On the CPU, packed rows are padded to a multiple of this many (with copies
+#: of the first token, computed and dropped), so that a corpus produces few
+#: distinct matrix shapes: oneDNN caches one kernel per shape (and rebuilds
+#: them when more shapes than its cache holds come by), and the allocator
+#: reuses its blocks. Without it, 100,000 short texts left about 400 MiB of
+#: such state behind and ran slower; the cost is under 1 % more rows.
 ROW_BUCKET = 16
 
 
@@ -230,7 +231,8 @@ class _Packing:
         else:
             index = real.nonzero().squeeze(1)
         self.n = int(index.numel())
-        rows = -(-self.n // ROW_BUCKET) * ROW_BUCKET
+        bucket = ROW_BUCKET if mask.device.type == "cpu" else 1
+        rows = -(-self.n // bucket) * bucket
         #: Packed rows are exactly the flattened padded batch (nothing to move).
         self.identity = full and rows == self.n
         self.index = index
