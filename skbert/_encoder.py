@@ -9,8 +9,8 @@ module runs the same computation directly:
 - the model's own embedding module on the padded batch;
 - then, per transformer layer, its own ``nn.Linear`` / ``LayerNorm`` /
   activation modules on the *packed* real tokens only (``(n_tokens, hidden)``,
-  no padding rows), so the matrix multiplies - almost all of the time -
-  do no wasted work;
+  no padding rows, their count rounded up to a multiple of 16 on the CPU),
+  so the matrix multiplies - almost all of the time - do no wasted work;
 - attention on the padded ``(batch, heads, length, head_size)`` layout with
   the padded keys masked: the formula of transformers' eager attention for
   short batches, PyTorch's fused attention for long ones.
@@ -287,6 +287,7 @@ def _is_plain(module):
 
 
 def _layer(parts, h, packing, onednn=False):
+    """One post-LayerNorm transformer layer on packed rows ``h``."""
     if onednn:
 
         def linear(module, x):

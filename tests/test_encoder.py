@@ -198,3 +198,29 @@ def test_int8_quantises_all_but_the_feed_forward_output(tiny_model):
         for module in (p.query, p.key, p.value, p.attention_output, p.ffn_input):
             assert not _encoder._is_plain(module), type(module)
         assert type(p.ffn_output) is torch.nn.Linear
+
+
+@pytest.mark.parametrize("model_type", ["bert", "roberta", "xlm-roberta", "camembert", "distilbert"])
+def test_every_listed_architecture_matches_transformers(model_type):
+    """Each type in LEAN_MODEL_TYPES, built small from its config, on a padded batch."""
+    from transformers import AutoConfig, AutoModel
+
+    assert model_type in _encoder.LEAN_MODEL_TYPES
+    kwargs = dict(vocab_size=50, max_position_embeddings=40, pad_token_id=1)
+    if model_type == "distilbert":
+        kwargs.update(dim=16, n_layers=2, n_heads=2, hidden_dim=24)
+    else:
+        kwargs.update(hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                      intermediate_size=24)
+    config = AutoConfig.for_model(model_type, **kwargs)
+    torch.manual_seed(0)
+    model = AutoModel.from_config(config, attn_implementation="eager").eval()
+    ids = torch.randint(3, 50, (3, 9))
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0
+    mask[2, 3:] = 0
+    ids[mask == 0] = 1
+    inputs = {"input_ids": ids, "attention_mask": mask}
+    _compare(model, inputs, [0, 1, 2])
+    if _encoder.onednn_linear_available():
+        _compare(model, inputs, [0, 1, 2], onednn=True)
