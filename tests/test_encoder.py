@@ -224,3 +224,17 @@ def test_every_listed_architecture_matches_transformers(model_type):
     _compare(model, inputs, [0, 1, 2])
     if _encoder.onednn_linear_available():
         _compare(model, inputs, [0, 1, 2], onednn=True)
+
+
+@pytest.mark.parametrize("failure", ["raises", "disagrees"])
+def test_onednn_kernel_is_turned_off_when_it_fails_its_check(failure, monkeypatch):
+    def broken(x, weight, bias, *, gelu=False):
+        if failure == "raises":
+            raise RuntimeError("no such op")
+        return torch.nn.functional.linear(x, weight, bias) + 1e-3
+
+    monkeypatch.setattr(_encoder, "_onednn_linear", broken)
+    monkeypatch.setattr(_encoder, "_ONEDNN_OK", None)
+    assert _encoder.onednn_linear_available() is False
+    # The verdict is kept for the process (here: until monkeypatch restores it).
+    assert _encoder._ONEDNN_OK is False
