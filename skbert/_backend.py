@@ -316,9 +316,9 @@ class LoadedModel:
 
         layers = [int(i) for i in layers]
         if self.lean is not None and not output_attentions:
-            from ._encoder import lean_hidden_states
-
             import torch
+
+            from ._encoder import lean_hidden_states
 
             _record_forward(int(inputs["input_ids"].shape[0]))
             # Under autocast (reduced precision) the modules run as they are.

@@ -21,7 +21,7 @@ Plain float32 linear layers on the CPU can instead run oneDNN's kernel
 (``onednn=True``), which on CPUs where the BLAS lacks an AVX-512 path is more
 than twice as fast; the exact GELU is then fused into it.
 Outputs equal transformers' forward within float32 rounding (tests compare them
-to 1e-5 on BERT, RoBERTa and DistilBERT); hidden states at padded positions are
+to 1e-5 for every type in :data:`LEAN_MODEL_TYPES`); hidden states at padded positions are
 zero instead of transformers' unused values, and pooling never reads them.
 
 Everything else - other architectures, attention maps for attention pooling -

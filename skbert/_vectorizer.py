@@ -144,7 +144,8 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         How the forward pass runs. "torch": eager PyTorch, exact.
         "compile": ``torch.compile`` of each layer (needs a C compiler on the
         CPU; the first call compiles for a while), equal to "torch" within
-        1e-5; on the CPU the default is faster (see below). "int8": dynamic
+        1e-5; it compiles transformers' layers, not the lean pass below, so
+        on the CPU "torch" is faster. "int8": dynamic
         int8 quantisation of the linear layers with per-channel weights
         (the feed-forward output projections stay float32), CPU only, faster
         and approximate (see the performance guide for its accuracy). For

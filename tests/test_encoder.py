@@ -238,3 +238,23 @@ def test_onednn_kernel_is_turned_off_when_it_fails_its_check(failure, monkeypatc
     assert _encoder.onednn_linear_available() is False
     # The verdict is kept for the process (here: until monkeypatch restores it).
     assert _encoder._ONEDNN_OK is False
+
+
+@needs_onednn
+def test_vectorizer_runs_the_onednn_kernel_on_the_cpu(tiny_model, texts, monkeypatch):
+    """A float32 CPU model takes the oneDNN path; reduced precision does not."""
+    loaded = _backend.load_model(ModelSpec(tiny_model), "cpu")
+    assert loaded.onednn
+    calls = []
+    original = _encoder._onednn_linear
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("gelu", False))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(_encoder, "_onednn_linear", spy)
+    BertVectorizer(tiny_model, device="cpu").fit_transform(texts)
+    assert calls and any(calls) and not all(calls)  # plain and GELU-fused calls
+    calls.clear()
+    BertVectorizer(tiny_model, device="cpu", dtype="bfloat16").fit_transform(texts)
+    assert calls == []  # under autocast the modules run as they are
