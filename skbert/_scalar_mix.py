@@ -25,8 +25,10 @@ def fit_scalar_mix(pooled, y, *, alpha=1e-3, max_iter=200, random_state=None):
     alpha : float, default=1e-3
         L2 penalty on the linear head.
     max_iter : int, default=200
-    random_state : int or None
-        Seeds the head's initialisation.
+    random_state : int, RandomState instance or None
+        Seeds the head's initialisation (through
+        :func:`sklearn.utils.check_random_state`; None means a fixed seed,
+        so the mix is deterministic).
 
     Returns
     -------
@@ -35,6 +37,7 @@ def fit_scalar_mix(pooled, y, *, alpha=1e-3, max_iter=200, random_state=None):
     gamma : float
     """
     import torch
+    from sklearn.utils import check_random_state
     from sklearn.utils.multiclass import type_of_target
 
     y = np.asarray(y)
@@ -47,9 +50,10 @@ def fit_scalar_mix(pooled, y, *, alpha=1e-3, max_iter=200, random_state=None):
     scale = (X - centre).std().clamp_min(1e-12)
     X = (X - centre) / scale
 
-    generator = torch.Generator().manual_seed(
-        0 if random_state is None else int(np.random.RandomState(random_state).randint(2**31))
-    )
+    # None keeps the historical fixed seed; an int or a RandomState instance
+    # goes through check_random_state (the instance is advanced, as sklearn does).
+    seed = 0 if random_state is None else int(check_random_state(random_state).randint(2**31))
+    generator = torch.Generator().manual_seed(seed)
     if kind in ("binary", "multiclass"):
         classes, codes = np.unique(y, return_inverse=True)
         n_out = len(classes)

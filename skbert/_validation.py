@@ -5,12 +5,32 @@ Everything downstream (cache, model, pooling) receives a plain ``list`` of
 objects and the ways they can be wrong.
 """
 
+import collections.abc
 import math
 import numbers
+import re
 
 import numpy as np
 
 __all__ = ["check_texts"]
+
+# Any UTF-16 surrogate code point: Python str can hold one (from
+# errors="surrogateescape" decoding, or a JSON "\\ud800" escape), UTF-8 and
+# the tokenizers cannot.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+# Containers whose iteration order is undefined (sets) or ambiguous (mappings
+# iterate keys, not values): features would not line up with targets.
+_UNORDERED = (collections.abc.Set, collections.abc.Mapping, collections.abc.MappingView)
+
+
+def _is_container(value):
+    """A list, array, Series, ...: never "missing", always "not a string"."""
+    if isinstance(value, (str, bytes)):
+        return False
+    if isinstance(value, np.ndarray):
+        return value.ndim > 0
+    return hasattr(value, "__len__") or hasattr(value, "__iter__")
 
 
 def _is_missing(value):
@@ -18,6 +38,8 @@ def _is_missing(value):
         return True
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
         return math.isnan(value)
+    if _is_container(value):
+        return False
     # pandas.NA / NaT compare as "not equal to themselves" or raise on bool().
     try:
         return bool(value != value)
@@ -25,16 +47,64 @@ def _is_missing(value):
         return True
 
 
-def check_texts(X, *, estimator_name="BertVectorizer"):
+def _column_to_list(column):
+    """A pandas / polars / pyarrow / array-API column (1-D) as a list."""
+    if hasattr(column, "iloc"):  # pandas Series: positional, NA kept as pd.NA
+        return column.to_numpy(dtype=object).tolist()
+    for name in ("to_list", "to_pylist", "tolist"):  # polars, pyarrow, others
+        method = getattr(column, name, None)
+        if callable(method):
+            return list(method())
+    return list(np.asarray(column, dtype=object).ravel())
+
+
+def _frame_columns(X):
+    """Column names of a dataframe-like object, or None if X is not one."""
+    shape = getattr(X, "shape", None)
+    if isinstance(X, np.ndarray) or shape is None or len(shape) != 2:
+        return None
+    for name in ("columns", "column_names"):  # pandas/polars, pyarrow
+        columns = getattr(X, name, None)
+        if columns is not None:
+            return list(columns)
+    return None
+
+
+def _first_column(X, columns):
+    if hasattr(X, "iloc"):  # pandas: positional, works with duplicated names
+        return X.iloc[:, 0]
+    to_series = getattr(X, "to_series", None)  # polars
+    if callable(to_series):
+        return to_series(0)
+    column = getattr(X, "column", None)  # pyarrow.Table
+    if callable(column):
+        return column(0)
+    return X[columns[0]]
+
+
+def _column_hint(n_columns, select="X['text']"):
+    return (
+        f"Select one text column (e.g. {select}), or, to combine {n_columns} "
+        "columns, use a ColumnTransformer with one transformer per text column, "
+        "e.g. ColumnTransformer([('title', BertVectorizer(), 'title'), "
+        "('body', BertVectorizer(), 'body')])."
+    )
+
+
+def check_texts(X, *, estimator_name="BertVectorizer", ensure_min_samples=0):
     """Turn ``X`` into a list of ``str``, with clear errors for bad input.
 
     Parameters
     ----------
     X : iterable of str
-        A list or tuple of str, a 1-D numpy array, a pandas Series, or a
-        one-column pandas DataFrame (or 2-D array with one column).
+        A list or tuple of str, a 1-D numpy array, a pandas or polars Series,
+        a one-column pandas or polars DataFrame (or any dataframe exposing
+        ``shape`` and ``columns``), or a 2-D array with one column.
     estimator_name : str, default="BertVectorizer"
         Used in error messages.
+    ensure_min_samples : int, default=0
+        Minimum number of texts; ``fit`` methods pass 1, as scikit-learn's
+        ``check_array`` does.
 
     Returns
     -------
@@ -43,10 +113,12 @@ def check_texts(X, *, estimator_name="BertVectorizer"):
     Raises
     ------
     ValueError
-        For a bare string, a 2-D input with several columns, or a missing
-        value (None / NaN) at some index.
+        For a bare string, a 2-D input with several columns, too few texts,
+        a missing value (None / NaN / NA) at some index, or a text holding a
+        UTF-16 surrogate code point (not valid Unicode).
     TypeError
-        For an element that is not a string.
+        For an unordered container (set, dict, dict views) or an element
+        that is not a string.
     """
     if isinstance(X, (str, bytes)):
         raise ValueError(
@@ -56,49 +128,88 @@ def check_texts(X, *, estimator_name="BertVectorizer"):
         raise ValueError(
             f"{estimator_name} expected an iterable of str, got None instead."
         )
-    # pandas DataFrame: one column only (as produced by ColumnTransformer with a
-    # list of one column name).
-    if hasattr(X, "columns") and hasattr(X, "iloc"):
-        if X.ndim != 2 or X.shape[1] != 1:
+    if isinstance(X, _UNORDERED):
+        kind = type(X).__name__
+        fix = (
+            "list(X.values())"
+            if isinstance(X, collections.abc.Mapping)
+            else "list(X)" if isinstance(X, collections.abc.MappingView) else "sorted(X)"
+        )
+        raise TypeError(
+            f"{estimator_name} expects an ordered sequence of texts (list, tuple, "
+            f"1-D array, Series or one-column DataFrame); got a {kind}, whose "
+            "order is undefined or ambiguous, so the features would not line "
+            f"up with targets or other columns. Pass an explicit order, e.g. {fix}."
+        )
+    # Dataframes (pandas, polars, pyarrow, ...): one column only, as produced
+    # by a ColumnTransformer given a list of one column name.
+    columns = _frame_columns(X)
+    if columns is not None:
+        if X.shape[1] != 1:
             raise ValueError(
                 f"{estimator_name} expects a 1-D sequence of texts or a single "
-                f"column; got a DataFrame of shape {X.shape}. Select one text "
-                "column, e.g. X['text'], or use a ColumnTransformer."
+                f"column; got a DataFrame of shape {tuple(X.shape)}. "
+                + _column_hint(X.shape[1])
             )
-        X = X.iloc[:, 0]
-    if hasattr(X, "iloc"):  # pandas Series: positional access
-        X = X.to_numpy(dtype=object)
+        X = _first_column(X, columns)
     if isinstance(X, np.ndarray):
         if X.ndim == 2 and X.shape[1] == 1:
             X = X[:, 0]
         elif X.ndim != 1:
+            hint = _column_hint(X.shape[1], "X[:, 0]") if X.ndim == 2 else "Pass one column of texts."
             raise ValueError(
                 f"{estimator_name} expects a 1-D sequence of texts; got an array "
-                f"of shape {X.shape}. Pass one column of texts."
+                f"of shape {X.shape}. " + hint
             )
-        X = X.tolist()
+        texts = X.tolist()
+    elif hasattr(X, "iloc") or (
+        getattr(X, "shape", None) is not None and len(X.shape) == 1 and not isinstance(X, (list, tuple))
+    ):
+        # Series-like (pandas, polars, pyarrow arrays): native conversion.
+        texts = _column_to_list(X)
     elif not hasattr(X, "__iter__"):
         raise TypeError(
             f"{estimator_name} expected an iterable of str, got "
             f"{type(X).__name__} instead."
         )
-    texts = list(X)
+    else:
+        texts = list(X)
+    if len(texts) < ensure_min_samples:
+        raise ValueError(
+            f"Found array with {len(texts)} sample(s) (shape=({len(texts)},)) while "
+            f"a minimum of {ensure_min_samples} is required by {estimator_name}."
+        )
     for i, text in enumerate(texts):
         if isinstance(text, str):
+            if not text.isascii():
+                bad = _SURROGATE.search(text)
+                if bad is not None:
+                    raise ValueError(
+                        f"Text at index {i} holds the surrogate code point "
+                        f"U+{ord(bad.group()):04X} at position {bad.start()}, which is "
+                        "not valid Unicode (typically bytes decoded with "
+                        "errors='surrogateescape' or a broken JSON escape). Repair "
+                        "or replace it before calling "
+                        f"{estimator_name}, e.g. text.encode('utf-8', 'replace')"
+                        ".decode('utf-8')."
+                    )
             continue
-        if isinstance(text, (list, tuple, np.ndarray)):
-            raise ValueError(
-                f"{estimator_name} expects a 1-D sequence of texts; element at "
-                f"index {i} is a {type(text).__name__}. Pass one column of texts."
-            )
         if _is_missing(text):
             raise ValueError(
                 f"Text at index {i} is missing ({text!r}). Fill missing values "
                 "(e.g. with '') or drop them before calling "
                 f"{estimator_name}."
             )
+        if _is_container(text):
+            kind = type(text).__name__
+            article = "an" if kind[:1].lower() in "aeiou" else "a"
+            raise TypeError(
+                f"{estimator_name} expects str elements; element at index {i} is "
+                f"{article} {kind}, not a string. Pass a 1-D sequence "
+                "with one text per sample (one column of texts)."
+            )
         raise TypeError(
             f"{estimator_name} expects str elements; element at index {i} is "
-            f"{type(text).__name__} ({text!r:.50})."
+            f"{type(text).__name__} ({text!r:.50}), not a string."
         )
     return [str(t) for t in texts]

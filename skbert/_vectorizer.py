@@ -10,6 +10,7 @@ requested layers and pooling (:mod:`._assembly`) -> whitening
 import numbers
 import os
 import warnings
+import weakref
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin, _fit_context
@@ -17,12 +18,26 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from . import _backend
-from ._assembly import LAYER_AGGS, POOLINGS, combine_layers, pool_layers, pooling_slots, softmax
+from ._assembly import (
+    LAYER_AGGS,
+    POOLINGS,
+    combine_layers,
+    pool_layers,
+    pooling_groups,
+    pooling_slots,
+    softmax,
+)
 from ._extraction import iter_statistics
 from ._validation import check_texts
 from ._whitening import WHITENINGS, Whitener
 
 __all__ = ["BertVectorizer"]
+
+# What the cache did in an instance's last call. Kept out of the instance's
+# __dict__ so that transform leaves a fitted estimator unchanged (sklearn's
+# check_dict_unchanged, joblib.hash of a fitted instance); estimators hash by
+# identity, and an entry goes away with its instance.
+_LAST_CACHE_STATS = weakref.WeakKeyDictionary()
 
 
 def _normalize_layers(layers, n_hidden_states):
@@ -83,12 +98,20 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
     layer_weights : array-like of float, default=None
         Unnormalised weights (softmax-normalised) for ``layer_agg="weighted"``,
         one per selected layer. None means equal weights.
-    pooling : {"mean", "cls", "max", "attention", "mean_max"}, default="mean"
+    pooling : {"auto", "mean", "cls", "max", "attention", "mean_max", \
+            "last_token", "weighted_mean", "mean_sqrt_len"}, default="auto"
         How token vectors become one vector: the first token's vector, the
         mean or element-wise max over real tokens, the attention-weighted mean
         (weights: the attention each token receives in that layer, averaged
-        over heads and real query positions), or mean and max concatenated.
-        Padding never enters any pooling.
+        over heads and real query positions), mean and max concatenated, the
+        last real token's vector (decoder embedders), the position-weighted
+        mean (the ``k``-th token has weight ``k``) or the sum divided by the
+        square root of the number of tokens (sentence-transformers'
+        ``lasttoken``, ``weightedmean`` and ``mean_sqrt_len_tokens``).
+        "auto" follows the model's own sentence-transformers Pooling module
+        when it has one, and is "mean" otherwise; the choice is
+        ``pooling_``. Padding never enters any pooling, whichever side the
+        tokenizer pads. See the embedding models guide.
     exclude_special_tokens : bool, default=False
         Leave [CLS], [SEP] and other special tokens out of mean, max and
         attention pooling. A text with no other token (the empty string)
@@ -100,12 +123,30 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
     n_components : int, default=None
         For ``"whiten"``: dimensions kept (None keeps all). For ``"abtt"``:
         principal directions removed (None means ``max(1, dim // 100)``).
-    normalize : bool, default=False
-        L2-normalise the output vectors (after whitening).
-    max_length : int, default=None
+    normalize : bool or "auto", default=False
+        L2-normalise the output vectors (after whitening). "auto" normalises
+        when the model's sentence-transformers pipeline ends with a
+        Normalize module; the choice is ``normalize_``.
+    max_length : int, "auto" or None, default=None
         Maximum tokens per text, special tokens included; longer texts are
         truncated (with a :class:`~skbert.TruncationWarning` saying how many)
-        unless ``long_text="chunk"``. None means the model's limit, at most 512.
+        unless ``long_text="chunk"``. None means the model's limit, at most
+        512. "auto" means the model's own sentence-transformers
+        ``max_seq_length`` (within its position embeddings) when it declares
+        one, else as None.
+    prompt : str, default=None
+        A literal prefix put before every text (e.g. ``"query: "``), as
+        ``SentenceTransformer.encode(prompt=...)`` does. Part of the text the
+        model reads, so part of the cache key. Give ``prompt`` or
+        ``prompt_name``, not both.
+    prompt_name : str, default=None
+        The name of one of the model's own prompts (its
+        ``config_sentence_transformers.json``), e.g. ``"query"``. When neither
+        ``prompt`` nor ``prompt_name`` is given, the model's
+        ``default_prompt_name`` applies, as in sentence-transformers; pass
+        ``prompt=""`` for none. When the model's Pooling module sets
+        ``include_prompt=False``, the prompt's tokens are left out of the
+        pooling (not of the forward pass). The resolved text is ``prompt_``.
     long_text : {"truncate", "chunk"}, default="truncate"
         What happens to texts longer than ``max_length``: truncation, or
         token-exact chunking: each text is split into windows of
@@ -161,13 +202,24 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         of every layer are stored, so any ``layers``, ``layer_agg``,
         ``pooling`` and ``exclude_special_tokens`` is assembled from the
         cache, and a fully cached call loads no model. Whitening and scalar
-        mixes are still learned in ``fit``. See the caching guide.
+        mixes are still learned in ``fit``. An fsspec URL
+        (``"s3://bucket/prefix"``, ``"gs://..."``, ``"abfs://..."``,
+        ``"file:///shared/dir"``) is a store shared by a cluster, kept in
+        packed segments (needs ``pip install 'skbert[s3]'`` or the
+        protocol's package). See the caching guide.
     cache_dtype : {"float32", "float16"}, default="float32"
         Storage dtype of the cache. float32 gives features bitwise equal to
         uncached ones; float16 halves the size and rounds the values.
     cache_max_bytes : int, default=None
         Size cap of the whole cache directory: least recently used entries
         are evicted after writes. None means no cap.
+    cache_storage_options : dict, default=None
+        Options of a URL ``memory``'s fsspec file system, e.g.
+        ``{"endpoint_url": "http://minio:9000"}``; they override fsspec's
+        and the cloud SDK's own configuration (environment variables such
+        as ``AWS_ENDPOINT_URL`` or ``FSSPEC_S3_ENDPOINT_URL``, profiles,
+        instance roles), which is where credentials best stay. Ignored for
+        a directory.
     verbose : bool, default=False
         Show a progress bar during extraction.
     trust_remote_code : bool, default=False
@@ -177,6 +229,13 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         (``pytorch_model.bin``), which can run arbitrary code when loaded.
     random_state : int, RandomState instance or None, default=None
         Seeds the scalar-mix fit.
+    store_weights_in_pickle : bool, default=False
+        Store the model's configuration, tokenizer and safetensors weights
+        inside the pickle of a fitted vectorizer (tens of MB), so that it
+        loads where the model folder or package is unavailable: on loading,
+        the files are written to a private folder (SHA-256 verified) and used
+        from there. Weights are stored as bytes and loaded with safetensors,
+        never unpickled. See the persistence guide.
 
     Attributes
     ----------
@@ -190,17 +249,42 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         The device extraction runs on.
     max_length_ : int
         The resolved maximum number of tokens per text.
+    pooling_ : str
+        The pooling used (``pooling`` with "auto" resolved).
+    normalize_ : bool
+        Whether the output is L2-normalised (``normalize`` with "auto"
+        resolved).
+    prompt_ : str
+        The prefix put before every text ("" for none).
+    prompt_tokens_excluded_ : int
+        Leading tokens of every text left out of the pooling: the prompt's
+        (with the leading special token) when the model's Pooling module sets
+        ``include_prompt=False``, else 0.
+    lowercase_ : bool
+        Whether texts are lowercased first (the model's
+        ``sentence_bert_config.json`` sets ``do_lower_case``).
     layer_weights_ : ndarray of shape (n_selected_layers,)
         Normalised layer weights (``"weighted"`` and ``"scalar_mix"``).
     gamma_ : float
         Learned scale of the scalar mix.
     whitener_ : object
         The fitted whitening transform, or None.
+    model_fingerprint_ : str or None
+        Content fingerprint of the model (weights, configuration, tokenizer)
+        at ``fit``; None when it cannot be identified. ``transform`` compares
+        it with the model's current content: when they differ it raises a
+        ValueError if whitening or a scalar mix was learned (they apply to
+        the old model's features only), and warns with
+        :class:`~skbert.ModelChangedWarning` otherwise.
     last_cache_stats_ : dict
         With ``memory`` set: what the cache did in the last call that
         extracted features (``hits`` and ``misses`` in unique texts,
         ``damaged`` and ``written`` entries, ``bytes_read``,
-        ``bytes_written``). Not set without ``memory``.
+        ``bytes_written``, and ``memory_hits``: entries served by the
+        process's in-memory layer, not read from disk). Not set without
+        ``memory``. A read-only property
+        outside ``__dict__``: ``transform`` leaves a fitted instance unchanged,
+        and the statistics are neither pickled nor cloned.
 
     See Also
     --------
@@ -221,12 +305,14 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         "layers": [Interval(numbers.Integral, None, None, closed="neither"), "array-like", StrOptions({"all"})],
         "layer_agg": [StrOptions(set(LAYER_AGGS))],
         "layer_weights": ["array-like", None],
-        "pooling": [StrOptions(set(POOLINGS))],
+        "pooling": [StrOptions(set(POOLINGS) | {"auto"})],
         "exclude_special_tokens": ["boolean"],
         "whitening": [StrOptions(set(WHITENINGS)), None],
         "n_components": [Interval(numbers.Integral, 1, None, closed="left"), None],
-        "normalize": ["boolean"],
-        "max_length": [Interval(numbers.Integral, 2, None, closed="left"), None],
+        "normalize": ["boolean", StrOptions({"auto"})],
+        "max_length": [Interval(numbers.Integral, 2, None, closed="left"), StrOptions({"auto"}), None],
+        "prompt": [str, None],
+        "prompt_name": [str, None],
         "long_text": [StrOptions({"truncate", "chunk"})],
         "chunk_size": [Interval(numbers.Integral, 3, None, closed="left"), None],
         "chunk_overlap": [Interval(numbers.Integral, 0, None, closed="left")],
@@ -243,10 +329,12 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         "memory": [str, os.PathLike, None],
         "cache_dtype": [StrOptions({"float32", "float16"})],
         "cache_max_bytes": [Interval(numbers.Integral, 1, None, closed="left"), None],
+        "cache_storage_options": [dict, None],
         "verbose": ["verbose"],
         "trust_remote_code": ["boolean"],
         "use_safetensors": ["boolean"],
         "random_state": ["random_state"],
+        "store_weights_in_pickle": ["boolean"],
     }
 
     def __init__(
@@ -257,12 +345,14 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         layers=-1,
         layer_agg="concat",
         layer_weights=None,
-        pooling="mean",
+        pooling="auto",
         exclude_special_tokens=False,
         whitening=None,
         n_components=None,
         normalize=False,
         max_length=None,
+        prompt=None,
+        prompt_name=None,
         long_text="truncate",
         chunk_size=None,
         chunk_overlap=0,
@@ -275,10 +365,12 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         memory=None,
         cache_dtype="float32",
         cache_max_bytes=None,
+        cache_storage_options=None,
         verbose=False,
         trust_remote_code=False,
         use_safetensors=True,
         random_state=None,
+        store_weights_in_pickle=False,
     ):
         self.model_name = model_name
         self.revision = revision
@@ -291,6 +383,8 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         self.n_components = n_components
         self.normalize = normalize
         self.max_length = max_length
+        self.prompt = prompt
+        self.prompt_name = prompt_name
         self.long_text = long_text
         self.chunk_size = chunk_size
         self.chunk_overlap = chunk_overlap
@@ -303,22 +397,28 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         self.memory = memory
         self.cache_dtype = cache_dtype
         self.cache_max_bytes = cache_max_bytes
+        self.cache_storage_options = cache_storage_options
         self.verbose = verbose
         self.trust_remote_code = trust_remote_code
         self.use_safetensors = use_safetensors
         self.random_state = random_state
+        self.store_weights_in_pickle = store_weights_in_pickle
 
     # ------------------------------------------------------------------ model
     def _spec(self):
+        # Unpickled with stored weights: the private folder they were written to.
+        stored = self.__dict__.get("_stored_model_path")
         return _backend.ModelSpec(
-            name=str(self.model_name),
+            name=str(self.model_name) if stored is None else stored,
             revision=self.revision,
             trust_remote_code=bool(self.trust_remote_code),
             use_safetensors=bool(self.use_safetensors),
         )
 
     def _loaded(self):
-        return _backend.load_model(self._spec(), self.device_, backend=self.backend)
+        # A fitted instance loaded on another machine falls back to the CPU.
+        device = _backend.usable_device(self.device_, type(self).__name__)
+        return _backend.load_model(self._spec(), device, backend=self.backend)
 
     # ------------------------------------------------------------- data path
     def _pooled(self, texts):
@@ -327,6 +427,7 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         dim = self._pooled_dim()
         if not texts:
             return np.zeros((0, n_sel, dim), dtype=np.float32)
+        texts = self._model_inputs(texts)
         # Duplicate texts are encoded once.
         unique, inverse = {}, np.empty(len(texts), dtype=np.int64)
         for i, text in enumerate(texts):
@@ -334,10 +435,19 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         unique_texts = list(unique)
         out = np.empty((len(unique_texts), n_sel, dim), dtype=np.float32)
         for positions, stats, _ in self._iter_statistics(unique_texts):
-            out[positions] = pool_layers(stats, self.pooling, self.exclude_special_tokens)
+            out[positions] = pool_layers(stats, self.pooling_, self.exclude_special_tokens)
         if len(unique_texts) == len(texts):
             return out
         return out[inverse]
+
+    def _model_inputs(self, texts):
+        """The texts the model reads: prompt first, lowercased if the model says so."""
+        prompt = getattr(self, "prompt_", "")
+        if prompt:
+            texts = [prompt + t for t in texts]
+        if getattr(self, "lowercase_", False):
+            texts = [t.lower() for t in texts]
+        return texts
 
     def _iter_statistics(self, texts):
         """Pooled statistics of each text: chunked documents or (truncated) texts."""
@@ -381,7 +491,7 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
                     counts = np.empty((len(index), ct.shape[1]), dtype=np.int64)
                 stats[positions], counts[positions] = st, ct
             # The cache reports per call of the window path: sum over blocks.
-            block_stats = getattr(self, "last_cache_stats_", {}) if self.memory is not None else {}
+            block_stats = _LAST_CACHE_STATS.get(self, {}) if self.memory is not None else {}
             for name, value in block_stats.items():
                 totals[name] = totals.get(name, 0) + value
             doc_stats = np.empty((len(block),) + stats.shape[1:], dtype=np.float32)
@@ -390,7 +500,7 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
                 doc_stats[d], doc_counts[d] = aggregate_chunks(stats[own], counts[own], self.chunk_agg)
             yield np.arange(start, start + len(block)), doc_stats, doc_counts
         if self.memory is not None and totals:
-            self.last_cache_stats_ = totals
+            _LAST_CACHE_STATS[self] = totals
 
     def _iter_unit_statistics(self, texts, pretokenized=False):
         """Statistics of texts (or token windows), through the cache when set."""
@@ -406,14 +516,16 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
             loaded,
             pretokenized=pretokenized,
             layers=self.layers_,
-            attention=self.pooling == "attention",
+            attention=pooling_groups(self.pooling_)[0],
+            positional=pooling_groups(self.pooling_)[1],
+            pool_skip=getattr(self, "prompt_tokens_excluded_", 0),
             max_length=max_length,
             batch_size=self.batch_size,
             max_batch_tokens=self.max_batch_tokens,
             dtype=self.dtype,
             verbose=self.verbose,
             # Only the statistics this pooling reads (the cache stores them all).
-            slots=pooling_slots(self.pooling, self.exclude_special_tokens),
+            slots=pooling_slots(self.pooling_, self.exclude_special_tokens),
         )
 
     def _iter_cached_statistics(self, texts, pretokenized=False):
@@ -441,11 +553,19 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         if pretokenized:
             # Token windows of chunked documents are keyed by their exact ids.
             extra["input"] = "token_windows"
+        skip = getattr(self, "prompt_tokens_excluded_", 0)
+        if skip:
+            # Every statistic leaves the prompt's tokens out: a namespace of its own.
+            extra["pool_skip"] = int(skip)
+        if getattr(_backend.load_tokenizer(spec), "padding_side", "right") == "left":
+            # Entries of left-padded models written before "cls" meant the
+            # first real token (not position 0) are never read.
+            extra["first_token"] = "first_real"
         fields = namespace_fields(spec, max_length=self.max_length_, dtype=self.dtype, **extra)
         if fields is None:
             warn_unfingerprinted(spec)
             return None
-        self.last_cache_stats_ = report = {}
+        _LAST_CACHE_STATS[self] = report = {}
         return iter_cached_statistics(
             texts,
             memory=self.memory,
@@ -453,7 +573,9 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
             meta={"model_name": str(self.model_name), "revision": self.revision},
             load=self._loaded,
             layers=self.layers_,
-            attention=self.pooling == "attention",
+            attention=pooling_groups(self.pooling_)[0],
+            positional=pooling_groups(self.pooling_)[1],
+            pool_skip=skip,
             n_hidden_states=self.n_layers_ + 1,
             hidden_size=self.hidden_size_,
             max_length=self.max_length_,
@@ -463,12 +585,13 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
             verbose=self.verbose,
             cache_dtype=self.cache_dtype,
             max_bytes=self.cache_max_bytes,
+            storage_options=self.cache_storage_options,
             report=report,
             pretokenized=pretokenized,
         )
 
     def _pooled_dim(self):
-        return self.hidden_size_ * (2 if self.pooling == "mean_max" else 1)
+        return self.hidden_size_ * (2 if self.pooling_ == "mean_max" else 1)
 
     def _combine(self, pooled):
         return combine_layers(
@@ -483,7 +606,7 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         X = combined
         if self.whitener_ is not None:
             X = self.whitener_.transform(X)
-        if self.normalize:
+        if self.normalize_:
             norms = np.linalg.norm(X, axis=1, keepdims=True)
             X = X / np.where(norms > 0, norms, 1.0)
         return X.astype(np.float32, copy=False)
@@ -495,15 +618,28 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         self.n_layers_ = info.n_hidden_states - 1
         self.hidden_size_ = info.hidden_size
         self.layers_ = _normalize_layers(self.layers, info.n_hidden_states)
-        self.device_ = _backend.resolve_device(self.device)
-        if self.backend == "int8" and self.device_.split(":")[0] != "cpu":
+        # The parameter combination first, then whether the device exists here.
+        device = _backend.resolve_device("auto") if self.device == "auto" else str(self.device)
+        if self.backend == "int8" and device.split(":")[0] != "cpu":
             raise ValueError(
                 f"backend='int8' (dynamic int8 quantisation) runs on the CPU only, "
-                f"but extraction would run on {self.device_!r}. Pass device='cpu', "
+                f"but extraction would run on {device!r}. Pass device='cpu', "
                 "or use dtype='float16'/'bfloat16' for reduced precision on a GPU."
             )
+        self.device_ = _backend.resolve_device(device)
+        from ._st_config import read_st_config
+
+        st_config = read_st_config(self._spec())
         model_max = info.max_length
-        if self.max_length is None:
+        if self.max_length == "auto" and st_config is not None and st_config.max_seq_length:
+            # The model's own limit may pass the default cap of 512 tokens.
+            from ._st_config import position_limit
+
+            limit = position_limit(self._spec())
+            own = int(st_config.max_seq_length)
+            self.max_length_ = own if limit is None else min(own, limit)
+            model_max = max(model_max, self.max_length_)
+        elif self.max_length in (None, "auto"):
             self.max_length_ = model_max
         elif self.max_length > model_max:
             raise ValueError(
@@ -513,6 +649,7 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
             )
         else:
             self.max_length_ = int(self.max_length)
+        self._resolve_embedding_config(st_config)
         if self.long_text == "chunk":
             self._resolve_chunking(model_max)
         n_sel = len(self.layers_)
@@ -533,6 +670,56 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
                 f"ignored with layer_agg={self.layer_agg!r}.",
                 UserWarning,
                 stacklevel=3,
+            )
+
+    def _resolve_embedding_config(self, st_config):
+        """Pooling, normalisation and prompt: given, or the model's own ("auto")."""
+        from ._st_config import prompt_token_count, warn_unsupported
+
+        if "auto" in (self.pooling, self.normalize):
+            warn_unsupported(self._spec(), st_config)
+        own_pooling = st_config.pooling if st_config is not None else None
+        self.pooling_ = (own_pooling or "mean") if self.pooling == "auto" else self.pooling
+        if self.normalize == "auto":
+            self.normalize_ = bool(st_config is not None and st_config.normalize)
+        else:
+            self.normalize_ = bool(self.normalize)
+        prompts = dict(st_config.prompts) if st_config is not None else {}
+        if self.prompt is not None and self.prompt_name is not None:
+            raise ValueError(
+                f"Give either prompt={self.prompt!r} or prompt_name={self.prompt_name!r}, "
+                "not both: prompt is a literal prefix, prompt_name names one of the "
+                "model's own prompts."
+            )
+        if self.prompt is not None:
+            prompt = self.prompt
+        elif self.prompt_name is not None:
+            if self.prompt_name not in prompts:
+                known = ", ".join(map(repr, prompts)) or "none"
+                raise ValueError(
+                    f"prompt_name={self.prompt_name!r} is not one of the prompts of model "
+                    f"{str(self.model_name)!r} (its config_sentence_transformers.json "
+                    f"holds: {known}). Pass one of those, or a literal prompt=..."
+                )
+            prompt = prompts[self.prompt_name]
+        elif st_config is not None and st_config.default_prompt_name is not None:
+            prompt = prompts.get(st_config.default_prompt_name, "")
+        else:
+            prompt = ""
+        self.prompt_ = prompt
+        self.lowercase_ = bool(st_config is not None and st_config.do_lower_case)
+        self.prompt_tokens_excluded_ = 0
+        if prompt and self.long_text == "chunk":
+            raise ValueError(
+                f"A prompt ({prompt!r}) cannot be combined with long_text='chunk': "
+                "the prompt would reach the first window only. Pass prompt='' to "
+                "encode documents without it, or use long_text='truncate'."
+            )
+        if prompt and st_config is not None and not st_config.include_prompt:
+            tokenizer = _backend.load_tokenizer(self._spec())
+            text = prompt.lower() if self.lowercase_ else prompt
+            self.prompt_tokens_excluded_ = prompt_token_count(
+                tokenizer, text, max_length=self.max_length_
             )
 
     def _resolve_chunking(self, model_max):
@@ -620,9 +807,11 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         return self
 
     def _fit(self, X, y):
-        texts = check_texts(X)
+        texts = check_texts(X, ensure_min_samples=1)
         y = self._check_y(texts, y)
         self._resolve()
+        # Which model content the fitted state belongs to; checked by transform.
+        self.model_fingerprint_ = _backend.model_fingerprint(self._spec())
         self.whitener_ = None
         self._n_features_out = self._n_features_without_data()
         if self._needs_data():
@@ -666,7 +855,66 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         """
         check_is_fitted(self, "layers_")
         texts = check_texts(X)
+        self._check_model_unchanged()
         return self._finish(self._combine(self._pooled(texts)))
+
+    def _check_model_unchanged(self):
+        """Raise or warn when the model's content changed since ``fit``.
+
+        Cheap: file digests are cached per file version (see
+        :func:`skbert._backend.model_fingerprint`).
+        """
+        fitted = getattr(self, "model_fingerprint_", None)
+        if fitted is None:
+            return
+        current = _backend.model_fingerprint(self._spec())
+        if current is None or current == fitted:
+            return
+        learned = [
+            name
+            for name, used in (
+                (f"whitening={self.whitening!r}", getattr(self, "whitener_", None) is not None),
+                ("layer_agg='scalar_mix'", self.layer_agg == "scalar_mix"),
+            )
+            if used
+        ]
+        changed = (
+            f"The model {str(self.model_name)!r} differs from the one this "
+            "BertVectorizer was fitted with: its weights, configuration or "
+            "tokenizer changed since fit (files replaced in place, a hub branch "
+            "that moved, another version of the model package)."
+        )
+        if learned:
+            raise ValueError(
+                f"{changed} What fit learned ({' and '.join(learned)}) applies to "
+                "the old model's features only. Fit again on the training texts, "
+                "or pin revision= (or keep the model folder unchanged) so that "
+                "fitted vectorizers stay valid."
+            )
+        warnings.warn(
+            f"{changed} The features now come from the new model; estimators "
+            "fitted on the old features (a classifier after this vectorizer) may "
+            "no longer suit them. Refit the pipeline.",
+            _backend.ModelChangedWarning,
+            stacklevel=3,
+        )
+
+    @property
+    def last_cache_stats_(self):
+        """dict: What the feature cache did in this instance's last call.
+
+        A read-only view of per-call statistics, kept outside the instance's
+        ``__dict__`` (so ``transform`` does not modify a fitted estimator); not
+        pickled, cloned or copied. Raises AttributeError before the first
+        call that went through a cache.
+        """
+        try:
+            return _LAST_CACHE_STATS[self]
+        except KeyError:
+            raise AttributeError(
+                f"{type(self).__name__} has no last_cache_stats_: no call of this "
+                "instance has extracted features through a cache (memory=...)."
+            ) from None
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -674,8 +922,25 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         tags.input_tags.two_d_array = False
         tags.target_tags.required = self.layer_agg == "scalar_mix"
         tags.requires_fit = True
+        # Texts in, float32 out: no input dtype is preserved.
+        tags.transformer_tags.preserves_dtype = []
         return tags
 
     def __getstate__(self):
         state = super().__getstate__()
-        return {k: v for k, v in state.items() if not k.startswith("_cache_")}
+        state = {k: v for k, v in state.items() if not k.startswith("_cache_")}
+        state.pop("_stored_model_path", None)  # a folder of this machine
+        if self.store_weights_in_pickle and hasattr(self, "layers_"):
+            from ._persistence import pack_model
+
+            state["_stored_model"] = pack_model(self._spec())
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        stored = state.pop("_stored_model", None)
+        super().__setstate__(state)
+        if stored is not None:
+            from ._persistence import unpack_model
+
+            self._stored_model_path = unpack_model(stored)

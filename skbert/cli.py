@@ -7,13 +7,44 @@ and turns expected errors into one-line messages with a non-zero exit code.
 
 import argparse
 import logging
+import re
 import sys
 
 __all__ = ["main", "build_parser"]
 
 
 class CLIError(Exception):
-    """An error worth one line on stderr and exit code 1."""
+    """An error worth one line on stderr and a non-zero exit code.
+
+    Parameters
+    ----------
+    message : str
+    exit_code : int, default=1
+        2 for a wrong option value (as argparse's usage errors), 1 otherwise.
+    """
+
+    def __init__(self, message, exit_code=1):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+# A word that starts like a negative number ("-1", "-1,-2", "-.5", "-1e-3",
+# "-1,x") is a value, never an option: no skbert option starts with a digit,
+# and the option's type then judges the value. argparse's own test accepts only
+# a single number, so ``--layers -1,-2`` (as documented) read "-1,-2" as an
+# unknown option and failed with "expected one argument".
+_NEGATIVE_NUMBER = re.compile(r"^-\.?\d")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser that reads ``-1,-2`` as a value, as it reads ``-1``.
+
+    Sub-parsers are of the same class (``add_subparsers`` uses the parent's).
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = _NEGATIVE_NUMBER
 
 
 def _layers(value):
@@ -97,23 +128,21 @@ def _add_embed_parser(subparsers):
 
 
 def _run_embed(args):
-    import os
-
     import numpy as np
 
-    from ._io import read_texts
+    from ._io import atomic_output, check_output_path, read_texts
 
+    out = args.output if args.output.endswith(".npy") else args.output + ".npy"
+    check_output_path(out)
     texts, _ = read_texts(args.input, text_column=args.text_column, fmt=args.format)
     if not texts:
         raise CLIError(f"{args.input}: no texts to encode.")
     vec = vectorizer_from_args(args)
     X = vec.fit_transform(texts)
-    out = args.output if args.output.endswith(".npy") else args.output + ".npy"
-    tmp = out + ".tmp.npy"
-    np.save(tmp, X)
-    os.replace(tmp, out)
-    if not args.quiet:
-        print(f"wrote {X.shape[0]} x {X.shape[1]} float32 to {out}", file=sys.stderr)
+    with atomic_output(out) as tmp, open(tmp, "wb") as f:
+        np.save(f, X)
+    # The result line is not progress: -q does not hide it.
+    print(f"wrote {X.shape[0]} x {X.shape[1]} float32 to {out}")
     return 0
 
 
@@ -121,7 +150,7 @@ def _run_embed(args):
 def build_parser():
     from . import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="skbert",
         description="Frozen BERT features for scikit-learn: encode, probe layers, build baselines.",
     )
@@ -149,6 +178,7 @@ def main(argv=None):
     logging.basicConfig(level=logging.WARNING, format="skbert: %(message)s")
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for the report's command
     handler = getattr(args, "handler", None)
     if handler is None:
         if getattr(args, "default_handler", None) is not None:
@@ -156,13 +186,13 @@ def main(argv=None):
         else:
             parser.print_help()
             return 2
-    from ._io import InputError
+    from ._io import InputError, OutputError
 
     try:
         return int(handler(args) or 0)
-    except (CLIError, InputError) as exc:
+    except (CLIError, InputError, OutputError) as exc:
         print(f"skbert: error: {exc}", file=sys.stderr)
-        return 1
+        return getattr(exc, "exit_code", 1)
     except (ValueError, TypeError, OSError) as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"skbert: error: {message}", file=sys.stderr)

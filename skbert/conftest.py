@@ -1,5 +1,7 @@
 """Doctest set-up: docstring examples run on a tiny offline model."""
 
+import importlib.util
+
 import pytest
 
 
@@ -10,3 +12,11 @@ def _tiny_model_namespace(doctest_namespace, tmp_path_factory):
     doctest_namespace["tiny_model"] = str(
         make_tiny_model(tmp_path_factory.mktemp("doctest-tiny"), "bert")
     )
+
+
+# The engine modules' examples need their engine: collected only where installed.
+collect_ignore = [
+    f"engines/{name}.py"
+    for name, package in (("dask", "dask"), ("ray", "ray"), ("spark", "pyspark"))
+    if importlib.util.find_spec(package) is None
+]

@@ -275,8 +275,18 @@ def _check_targets(y, n, estimator):
     return y
 
 
+class _StructuredTable(np.ndarray):
+    """A structured array with a DataFrame-like ``attrs`` dict (no pandas)."""
+
+    def __array_finalize__(self, obj):
+        self.attrs = dict(getattr(obj, "attrs", None) or {})
+
+
 def _make_table(columns):
-    """A pandas DataFrame when pandas is installed, else a structured array."""
+    """A pandas DataFrame when pandas is installed, else a structured array.
+
+    Either has ``attrs``, the facts of the run (see :func:`probe_layers`).
+    """
     pd = _pandas()
     if pd is not None:
         return pd.DataFrame(columns)
@@ -293,7 +303,7 @@ def _make_table(columns):
     table = np.empty(n, dtype=dtype)
     for name, values in columns.items():
         table[name] = values
-    return table
+    return table.view(_StructuredTable)
 
 
 def _columns(table):
@@ -395,10 +405,11 @@ def probe_layers(
         column per ``param_grid`` parameter, ``mean_score`` and ``std_score``
         (over the folds) and ``fit_time`` (mean seconds to fit the whitening
         and the probe on a training fold, features given). A DataFrame when
-        pandas is installed, with ``attrs``: ``scoring``, ``n_splits``,
-        ``n_samples``, ``model_name``, ``chance`` (majority-class accuracy,
-        for classifiers scored by accuracy), ``extract_seconds`` and
-        ``forward_texts`` (texts this process ran through the model).
+        pandas is installed, else a structured array; either has a dict
+        ``attrs``: ``scoring``, ``n_splits``, ``n_samples``, ``model_name``,
+        ``chance`` (majority-class accuracy, for classifiers scored by
+        accuracy), ``extract_seconds`` and ``forward_texts`` (texts this
+        process ran through the model).
 
     See Also
     --------
@@ -414,7 +425,7 @@ def probe_layers(
     >>> table[["layer", "pooling", "whitening"]].to_numpy().tolist()
     [[0, 'mean', 'none'], [1, 'mean', 'none'], [2, 'mean', 'none']]
     """
-    texts = check_texts(X, estimator_name="probe_layers")
+    texts = check_texts(X, estimator_name="probe_layers", ensure_min_samples=1)
     estimator = _default_estimator() if estimator is None else estimator
     y = _check_targets(y, len(texts), estimator)
     poolings = _check_poolings(poolings)
@@ -764,7 +775,7 @@ class BertLayerSelector(TransformerMixin, BaseEstimator):
         -------
         self : BertLayerSelector
         """
-        texts = check_texts(X, estimator_name=type(self).__name__)
+        texts = check_texts(X, estimator_name=type(self).__name__, ensure_min_samples=1)
         # With whitening, the final vectorizer needs the training features
         # again: a temporary cache keeps that to one forward pass.
         with _scratch_memory(self.memory, needed=self.whitening is not None) as mem:
@@ -784,7 +795,7 @@ class BertLayerSelector(TransformerMixin, BaseEstimator):
         -------
         X_new : ndarray of float32, shape (n_samples, n_features_out)
         """
-        texts = check_texts(X, estimator_name=type(self).__name__)
+        texts = check_texts(X, estimator_name=type(self).__name__, ensure_min_samples=1)
         with _scratch_memory(self.memory, needed=True) as mem:
             self._fit(texts, y, mem)
             self.vectorizer_.set_params(memory=mem)
@@ -857,6 +868,8 @@ class BertLayerSelector(TransformerMixin, BaseEstimator):
         tags.input_tags.string = True
         tags.input_tags.two_d_array = False
         tags.target_tags.required = True
+        # Texts in, float32 out: no input dtype is preserved.
+        tags.transformer_tags.preserves_dtype = []
         return tags
 
 

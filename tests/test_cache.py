@@ -520,7 +520,12 @@ def _damage(path, how, other):
 @pytest.mark.parametrize(
     "how", ["truncated", "empty", "extended", "garbage", "bitflip", "swapped", "symlink"]
 )
-def test_damaged_entry_warns_once_is_quarantined_and_recomputed(tiny_model, texts, tmp_path, how):
+def test_damaged_entry_warns_once_is_quarantined_and_recomputed(
+    tiny_model, texts, tmp_path, how, monkeypatch
+):
+    # What a reader finds on disk: without the in-memory layer, which would
+    # serve this process its own (correct) copy of the entry it wrote.
+    monkeypatch.setenv("SKBERT_CACHE_MEMORY_BYTES", "0")
     want = BertVectorizer(tiny_model, layers="all").fit_transform(texts)
     BertVectorizer(tiny_model, memory=tmp_path, layers="all").fit_transform(texts)
     victim, other = _entry_files(tmp_path)[:2]

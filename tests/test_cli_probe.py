@@ -206,7 +206,7 @@ def test_help_is_complete(capsys):
         assert command in top
     for command, options in [
         ("baseline", ["DATA", "--text-column", "--label-column", "--layers", "--pooling", "--whitening",
-                      "--C", "--cv", "--scoring", "--memory", "--no-cache", "--report", "--report-format",
+                      "--C", "--cv", "--scoring", "--n-components", "--memory", "--no-cache", "--report", "--report-format",
                       "--save-model", "--top", "--model", "examples:"]),
         ("probe", ["DATA", "--output", "--plot", "--pooling", "--C", "--memory", "--no-cache"]),
         ("demo", ["--save-model", "--report", "--pooling"]),
@@ -247,3 +247,141 @@ def test_demo_on_the_default_model(tmp_path, minilm_path):
     assert out.returncode == 0, out.stderr
     best = next(line for line in out.stdout.splitlines() if line.startswith("best:"))
     assert float(best.split("accuracy ")[1].split()[0]) >= 0.85
+    # 5-fold CV trains on 248 texts: whitening all 384 dimensions is flagged.
+    assert "note: whiten keeps 384 dimensions but was fitted on 248 texts per training fold" in out.stdout
+
+
+def test_negative_layers_in_the_grid(tiny_model, tmp_path, capsys):
+    data = _write_csv(tmp_path / "d.csv", _rows(24), header=("text", "label"))
+    code = cli.main(["probe", str(data), "--model", tiny_model, "--no-cache", "-q", "--cv", "3",
+                     "--pooling", "mean", "--layers", "-1,-2", "-o", str(tmp_path / "t.csv")])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    with open(tmp_path / "t.csv", newline="") as f:
+        assert sorted(int(r["layer"]) for r in csv.DictReader(f)) == [1, 2]
+
+
+def _python_without_pandas(tmp_path):
+    """A command running this Python as if pandas were not installed.
+
+    A view of site-packages without pandas (symlinks), added by ``site``
+    under ``python -S``: ``import pandas`` fails and
+    ``importlib.util.find_spec("pandas")`` is None, as in a real install.
+    """
+    import site
+
+    view = tmp_path / "site-packages-without-pandas"
+    view.mkdir()
+    for folder in site.getsitepackages():
+        for entry in os.scandir(folder):
+            if entry.name.split("-")[0].split(".")[0] == "pandas" or (view / entry.name).exists():
+                continue
+            (view / entry.name).symlink_to(entry.path)
+    script = (
+        f"import site, sys; site.addsitedir({str(view)!r})\n"
+        "import importlib.util; assert importlib.util.find_spec('pandas') is None\n"
+        "from skbert.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    return [sys.executable, "-S", "-c", script]
+
+
+def test_baseline_facts_without_pandas(tiny_model, tmp_path):
+    """The forward-pass line and the report's extraction facts do not need pandas."""
+    data = _write_csv(tmp_path / "d.csv", _rows(24), header=("text", "label"))
+    python = _python_without_pandas(tmp_path)
+    out = subprocess.run(
+        [*python, "baseline", str(data), "--model", tiny_model,
+         "--memory", str(tmp_path / "cache"), "-q", "--cv", "3", "--pooling", "mean", "--whitening", "none",
+         "--C", "1", "--report", str(tmp_path / "rep")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "features: 24 texts, 24 through the model (cache " in out.stdout
+    report = (tmp_path / "rep" / "report.md").read_text(encoding="utf-8")
+    assert "24 texts, 24 through the model; cache " in report and "; extraction " in report
+    probe = subprocess.run(
+        [*python, "probe", str(data), "--model", tiny_model,
+         "--memory", str(tmp_path / "cache"), "-q", "--cv", "3", "--pooling", "mean"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert probe.returncode == 0, probe.stderr
+    assert "features: 0 of 24 texts through the model" in probe.stdout
+
+
+def test_quiet_hides_progress_not_results(tiny_model, tmp_path):
+    data = _write_csv(tmp_path / "d.csv", _rows(24), header=("text", "label"))
+    out = _skbert("baseline", data, "--model", tiny_model, "--no-cache", "-q", "--cv", "3", "--pooling", "mean",
+                  "--whitening", "none", "--C", "1", "--report", tmp_path / "rep")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == ""
+    for start in ("data: ", "model: ", "features: ", "best: ", "report: "):
+        assert any(line.startswith(start) for line in out.stdout.splitlines()), start
+
+
+@pytest.mark.parametrize(
+    "args, option",
+    [
+        (["baseline", "{data}", "--save-model", "{missing}/best.joblib"], "best.joblib"),
+        (["probe", "{data}", "-o", "{missing}/table.csv"], "table.csv"),
+        (["probe", "{data}", "--plot", "{missing}/probe.png"], "probe.png"),
+    ],
+)
+def test_missing_output_folder_is_named_before_any_work(tiny_model, tmp_path, capsys, args, option):
+    from skbert import _backend
+
+    data = _write_csv(tmp_path / "d.csv", _rows(24), header=("text", "label"))
+    missing = tmp_path / "no" / "such"
+    argv = [a.format(data=data, missing=missing) for a in args]
+    if argv[0] == "baseline":
+        argv += ["--report", str(tmp_path / "rep")]
+    before = _backend.forward_counts()["texts"]
+    code = cli.main([*argv, "--model", tiny_model, "--no-cache", "-q", "--cv", "3"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err == f"skbert: error: cannot write {missing / option}: the folder {missing} does not exist.\n"
+    assert _backend.forward_counts()["texts"] == before
+    assert not (tmp_path / "no").exists() and not (tmp_path / "rep").exists()
+
+
+def test_failed_writes_name_the_output(tiny_model, tmp_path, capsys):
+    data = _write_csv(tmp_path / "d.csv", _rows(24), header=("text", "label"))
+    (tmp_path / "table.csv").mkdir()  # the write fails at the end, after the grid
+    code = cli.main(["probe", str(data), "--model", tiny_model, "--no-cache", "-q", "--cv", "3",
+                     "--pooling", "mean", "-o", str(tmp_path / "table.csv")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err == f"skbert: error: cannot write {tmp_path / 'table.csv'}: Is a directory.\n"  # no temporary name
+    assert sorted(os.listdir(tmp_path)) == ["d.csv", "table.csv"]
+
+
+def test_whitening_on_fewer_texts_than_dimensions_is_flagged(tiny_model, tmp_path):
+    """The tiny model has 32 dimensions; 3-fold CV on 24 texts trains on 16."""
+    data = _write_csv(tmp_path / "d.csv", _rows(24), header=("text", "label"))
+    args = ["baseline", data, "--model", tiny_model, "--memory", tmp_path / "cache", "-q", "--cv", "3",
+            "--pooling", "mean", "--whitening", "none,whiten", "--C", "1", "--report", tmp_path / "rep"]  # fmt: skip
+    out = _skbert(*args)
+    assert out.returncode == 0, out.stderr
+    note = (
+        "whiten keeps 32 dimensions but was fitted on 16 texts per training fold, so it amplifies "
+        "noise and its scores are unreliable; keep fewer with --n-components (e.g. 8), or use more texts."
+    )
+    assert f"note: {note}" in out.stdout.splitlines()
+    assert out.stderr == ""  # said once, on stdout, not as a warning per fit
+    assert f"| **Note** | {note} |" in (tmp_path / "rep" / "report.md").read_text(encoding="utf-8")
+
+    fixed = _skbert(*args, "--n-components", "8")
+    assert fixed.returncode == 0, fixed.stderr
+    assert "note:" not in fixed.stdout and fixed.stderr == ""
+    probe = _skbert("probe", data, "--model", tiny_model, "--memory", tmp_path / "cache", "-q", "--cv", "3",
+                    "--pooling", "mean", "--whitening", "whiten")  # fmt: skip
+    assert probe.returncode == 0, probe.stderr
+    assert f"note: {note}" in probe.stdout.splitlines()
+
+
+def test_report_reproduces_the_command_given_to_main(tiny_model, tmp_path, capsys):
+    data = _write_csv(tmp_path / "d.csv", _rows(24), header=("text", "label"))
+    argv = ["baseline", str(data), "--model", tiny_model, "--no-cache", "-q", "--cv", "3", "--pooling", "mean",
+            "--whitening", "none", "--C", "1", "--report", str(tmp_path / "rep")]  # fmt: skip
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    report = (tmp_path / "rep" / "report.md").read_text(encoding="utf-8")
+    assert "```bash\nskbert " + " ".join(argv) + "\n```" in report

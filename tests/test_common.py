@@ -196,3 +196,102 @@ def test_pickle_transforms_identically_in_fresh_process(tiny_model, texts, tmp_p
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "identical" in out.stdout
+
+
+# ------------------------------------------------ skbert.utils.estimator_checks
+from skbert import BertClassifier, BertLayerSelector  # noqa: E402
+from skbert.utils.estimator_checks import (  # noqa: E402
+    check_text_estimator,
+    parametrize_with_text_checks,
+)
+
+# Collection happens before fixtures exist: the estimators name a placeholder
+# model, and each test points a clone at the session's tiny model.
+_TINY = "tiny-model-placeholder"
+
+
+@parametrize_with_text_checks(
+    [
+        BertVectorizer(_TINY),
+        BertVectorizer(_TINY, layers="all", pooling="mean_max", whitening="whiten", n_components=4, normalize=True),
+        BertLayerSelector(_TINY, cv=2),
+        BertClassifier(_TINY, epochs=1, batch_size=8),
+    ]
+)
+def test_text_estimator_checks(estimator, check, tiny_model):
+    check(clone(estimator).set_params(model_name=tiny_model))
+
+
+def test_check_text_estimator_reports_skips(tiny_model):
+    with pytest.warns(UserWarning, match="is not a classifier"):
+        results = check_text_estimator(BertVectorizer(tiny_model, pooling="cls"))
+    assert results["check_text_fit_idempotent"] == "passed"
+    assert results["check_text_classifier_outputs"] == "skipped: BertVectorizer is not a classifier."
+
+
+class _StatsInDict(BertVectorizer):
+    """The old behaviour: per-call statistics written into __dict__."""
+
+    def transform(self, X):
+        self.last_call_stats_ = {"n": len(X)}
+        return super().transform(X)
+
+
+class _Float64Tag(BertVectorizer):
+    """The old tag: sklearn's default preserves_dtype=["float64"]."""
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float64"]
+        return tags
+
+
+def test_estimator_checks_catch_a_broken_estimator(tiny_model):
+    """The checks fail on the bugs they are meant to catch (issue #12, item 9)."""
+    from skbert.utils.estimator_checks import (
+        TEXTS,
+        LABELS as CHECK_LABELS,
+        check_text_dict_unchanged,
+        check_text_output_dtype,
+    )
+
+    with pytest.raises(AssertionError, match="changes __dict__"):
+        check_text_dict_unchanged("_StatsInDict", _StatsInDict(tiny_model), TEXTS, CHECK_LABELS)
+    with pytest.raises(AssertionError, match="preserves_dtype"):
+        check_text_output_dtype("_Float64Tag", _Float64Tag(tiny_model), TEXTS, CHECK_LABELS)
+
+
+def test_preserves_dtype_tag(tiny_model):
+    for est in (BertVectorizer(tiny_model), BertLayerSelector(tiny_model)):
+        assert est.__sklearn_tags__().transformer_tags.preserves_dtype == []
+
+
+def test_transform_leaves_fitted_vectorizer_unchanged_with_cache(tiny_model, texts, tmp_path):
+    """last_cache_stats_ is reported, but not kept in __dict__ (issue #12, item 9)."""
+    import joblib
+
+    vec = BertVectorizer(tiny_model, memory=tmp_path).fit(texts)
+    assert not hasattr(vec, "last_cache_stats_")
+    digest, before = joblib.hash(vec), dict(vec.__dict__)
+    vec.transform(texts)
+    assert vec.last_cache_stats_["misses"] == len(set(texts))
+    vec.transform(texts)
+    assert vec.last_cache_stats_["hits"] == len(set(texts))
+    assert vec.__dict__ == before and joblib.hash(vec) == digest
+    assert "last_cache_stats_" not in vars(pickle.loads(pickle.dumps(vec)))
+    with pytest.raises(AttributeError):
+        vec.last_cache_stats_ = {}
+
+
+def test_scalar_mix_accepts_random_state_instance(tiny_model, texts):
+    """random_state may be a RandomState instance; an int is reproducible (item 8)."""
+    params = dict(model_name=tiny_model, layers="all", layer_agg="scalar_mix")
+    a = BertVectorizer(**params, random_state=3).fit_transform(texts, LABELS)
+    b = BertVectorizer(**params, random_state=3).fit_transform(texts, LABELS)
+    np.testing.assert_array_equal(a, b)
+    c = BertVectorizer(**params, random_state=np.random.RandomState(3)).fit_transform(texts, LABELS)
+    # The instance seeds the same way as its int: draws are those of RandomState(3).
+    np.testing.assert_array_equal(c, a)
+    vec = BertVectorizer(**params, random_state=np.random.RandomState(0))
+    vec.fit(texts, LABELS)
+    assert vec.layer_weights_.shape == (3,)

@@ -1,0 +1,154 @@
+"""What every engine does the same way: ship a fitted vectorizer, check texts, fill the store.
+
+Nothing here imports an engine. A worker receives a fitted
+:class:`~skbert.BertVectorizer` (kilobytes), and the model is loaded by
+:mod:`skbert._backend`'s process-wide registry: once per worker process, and
+only when some text misses the feature store.
+"""
+
+import copy
+import math
+import numbers
+
+import numpy as np
+
+__all__ = ["fitted_vectorizer", "check_partition", "fill_store", "transform_texts"]
+
+
+def fitted_vectorizer(vectorizer):
+    """Return ``vectorizer`` fitted, for shipping to workers.
+
+    A fitted vectorizer is returned as it is. An unfitted one is cloned and
+    fitted without reading texts, which resolves the model's settings from its
+    configuration (no weights, no forward pass), unless it must learn
+    something from data (whitening, a scalar mix).
+
+    Parameters
+    ----------
+    vectorizer : BertVectorizer
+
+    Returns
+    -------
+    vectorizer : BertVectorizer
+        Fitted.
+    """
+    from sklearn.base import clone
+    from sklearn.exceptions import NotFittedError
+    from sklearn.utils.validation import check_is_fitted
+
+    from .._vectorizer import BertVectorizer
+
+    if not isinstance(vectorizer, BertVectorizer):
+        raise TypeError(
+            f"Expected a skbert.BertVectorizer, got {type(vectorizer).__name__} instead."
+        )
+    try:
+        check_is_fitted(vectorizer, "layers_")
+        return vectorizer
+    except NotFittedError:
+        pass
+    if vectorizer._needs_data():
+        raise ValueError(
+            f"This BertVectorizer learns from training texts "
+            f"(whitening={vectorizer.whitening!r}, layer_agg={vectorizer.layer_agg!r}): "
+            "fit it on the client first, e.g. vectorizer.fit(sample_texts), and "
+            "pass the fitted vectorizer."
+        )
+    # Without whitening or a scalar mix, fit reads no text: it resolves the
+    # layers, token limit and device from the model's configuration.
+    return clone(vectorizer).fit([""])
+
+
+def _is_missing(value):
+    if value is None:
+        return True
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return math.isnan(value)
+    try:  # pandas.NA, NaT: not equal to themselves, or raise on bool()
+        return bool(value != value)
+    except (TypeError, ValueError):
+        return True
+
+
+def check_partition(values, *, partition, labels=None, what="partition", describe=None):
+    """Return ``values`` as a list of str, or say which row of which partition is bad.
+
+    Parameters
+    ----------
+    values : iterable
+        The texts of one partition (block, batch).
+    partition : int, str or None
+        Names the partition in messages (None: the engine has no number for it).
+    labels : sequence, optional
+        The rows' index labels, named in messages next to their positions.
+    what : str, default="partition"
+        What a partition is called by the engine ("partition", "batch").
+    describe : callable, optional
+        ``describe(i)`` returns more words on row ``i`` (e.g. its other
+        columns), called only for a bad row.
+
+    Returns
+    -------
+    texts : list of str
+
+    Raises
+    ------
+    ValueError
+        For a missing value (None, NaN, pandas.NA).
+    TypeError
+        For a value that is not a str.
+    """
+    texts = values if isinstance(values, list) else list(values)
+    for i, value in enumerate(texts):
+        if isinstance(value, str):
+            continue
+        where = f"row {i} of a {what}" if partition is None else f"row {i} of {what} {partition}"
+        if labels is not None:
+            where += f" (index label {labels[i]!r})"
+        if describe is not None:
+            where += f" ({describe(i)})"
+        if _is_missing(value):
+            raise ValueError(
+                f"The text at {where} is missing ({value!r}). Fill missing values "
+                "(e.g. with '') or drop them before embedding."
+            )
+        raise TypeError(
+            f"BertVectorizer expects str texts; the value at {where} is "
+            f"{type(value).__name__} ({value!r:.50})."
+        )
+    return [str(t) for t in texts]
+
+
+def fill_store(vectorizer, texts):
+    """Embed ``texts`` into the vectorizer's feature store; return the cache counts.
+
+    Meant for texts that no other worker embeds at the same time (a
+    partition of the globally unique texts): the misses are computed
+    without waiting for the namespace lock, so workers fill in parallel.
+
+    Returns
+    -------
+    report : dict
+        ``texts``, ``hits`` and ``misses`` (unique texts) of this call.
+    """
+    from .._cached_extraction import unlocked_misses
+
+    if not texts:
+        return {"texts": 0, "hits": 0, "misses": 0}
+    vec = copy.copy(vectorizer)  # last_cache_stats_ is per call, not shared by threads
+    with unlocked_misses():
+        vec._pooled(texts)
+    stats = getattr(vec, "last_cache_stats_", {})
+    return {
+        "texts": len(texts),
+        "hits": int(stats.get("hits", 0)),
+        "misses": int(stats.get("misses", 0)),
+    }
+
+
+def transform_texts(vectorizer, texts):
+    """Features of ``texts``, shape (n, n_features_out), float32."""
+    if not texts:
+        return np.zeros((0, vectorizer._n_features_out), dtype=np.float32)
+    vec = copy.copy(vectorizer)
+    return vec.transform(texts)
