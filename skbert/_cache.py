@@ -1566,7 +1566,7 @@ def cache_info(path, *, storage_options=None):
     ----------
     path : str or path-like
         The ``memory`` directory given to :class:`~skbert.BertVectorizer`,
-        or its URL (see :ref:`caching-object-stores`).
+        or its URL.
     storage_options : dict, default=None
         Options of a URL's fsspec file system (ignored for directories).
 
