@@ -530,44 +530,33 @@ def namespace_digest(key_fields, dtype):
     return fields, hashlib.sha256(blob).digest()
 
 
-# Path-based helpers kept for other stores' local-disk code paths
-# (:mod:`skbert._store`, :mod:`skbert._segment_store`): each refuses a link
-# in its last component; this module's own code uses the descriptor-relative
-# helpers above.
-def _is_real_dir(path):
-    """True for a directory that is not a symlink."""
-    try:
-        return stat.S_ISDIR(os.lstat(path).st_mode)
-    except OSError:
-        return False
+def read_outputs(keys, shape, n_counts, select):
+    """The arrays a store's ``read`` fills, with nothing found yet.
 
+    Every store (:class:`Namespace`, the segment store, the memory layer)
+    answers ``read(kind, keys, shape, n_counts=, select=)`` with these.
 
-def _mkdir(path):
-    """Create one folder owner-only; refuse a symlink in its place."""
-    try:
-        os.mkdir(path, 0o700)
-    except FileExistsError:
-        if not _is_real_dir(path):
-            raise OSError(errno.ENOTDIR, "not a real directory (symlink?)", str(path)) from None
-
-
-def _publish(path, data):
-    """Atomically publish ``data`` at ``path`` (temporary file + rename in its folder)."""
-    folder, name = os.path.split(os.fspath(path))
-    handle = _open_dir(folder or ".")
-    try:
-        _publish_at(handle, name, data)
-    finally:
-        _close(handle)
-
-
-def _read_small(path, limit=1 << 20):
-    """Read a small file, never following a symlink in its last component; None when unreadable."""
-    return _read_small_at(None, os.fspath(path), limit)
-
-
-def _read_json(path):
-    return _read_json_at(None, os.fspath(path))
+    Returns
+    -------
+    shape : tuple of int
+    select : ndarray of intp or None
+    found : ndarray of bool, shape (n,)
+    values : ndarray of float32, shape (n, *shape) (first axis ``select``ed)
+    counts : ndarray of int64, shape (n, n_counts)
+    """
+    shape = tuple(int(d) for d in shape)
+    out_shape = shape
+    if select is not None:
+        select = np.asarray(select, dtype=np.intp)
+        out_shape = (len(select),) + shape[1:]
+    n = len(keys)
+    return (
+        shape,
+        select,
+        np.zeros(n, dtype=bool),
+        np.zeros((n,) + out_shape, dtype=np.float32),
+        np.zeros((n, n_counts), dtype=np.int64),
+    )
 
 
 class Namespace:
@@ -635,18 +624,11 @@ class Namespace:
         """
         cache = self.cache
         code = cache.dtype_code
-        shape = tuple(int(d) for d in shape)
+        shape, select, found, values, counts = read_outputs(keys, shape, n_counts, select)
         size = _entry_size(shape, code, n_counts)
         dt = _DTYPES[code]
         n_values = int(np.prod(shape, dtype=np.int64))
-        out_shape = shape
-        if select is not None:
-            select = np.asarray(select, dtype=np.intp)
-            out_shape = (len(select),) + shape[1:]
         n = len(keys)
-        found = np.zeros(n, dtype=bool)
-        values = np.zeros((n,) + out_shape, dtype=np.float32)
-        counts = np.zeros((n, n_counts), dtype=np.int64)
         if not cache.usable or not n:
             return found, values, counts
         handles = []
@@ -1446,43 +1428,6 @@ def _walk_namespace(ns_dir, ns_name):
                     _close(shard_dir)
         finally:
             _close(kind_dir)
-
-
-class _Item:
-    """A walked entry with a path (see :func:`_scan_entries`)."""
-
-    __slots__ = ("name", "path")
-
-    def __init__(self, name, path):
-        self.name, self.path = name, path
-
-
-def _scan_entries(root):
-    """Yield ``(item, namespace, kind, shard, lstat)`` of every entry file of store folder ``root``.
-
-    For other stores reading a local store (``item.path`` is a path); walks
-    like :func:`_walk`.
-    """
-    try:
-        handle = _open_dir(str(root))
-    except OSError:
-        return
-    try:
-        for _, name, rel, st in _walk(handle):
-            if len(rel) == 4:
-                yield _Item(name, os.path.join(root, *rel)), rel[0], rel[1], rel[2], st
-    finally:
-        _close(handle)
-
-
-def _store_root(path):
-    """The store folder of ``path``; OSError when it is a link."""
-    root = Path(os.fspath(path)).expanduser() / STORE_DIR
-    if os.path.lexists(root) and not _is_real_dir(root):
-        raise OSError(
-            errno.ENOTDIR, "the feature store is not a real directory (symlink?)", str(root)
-        )
-    return root
 
 
 def _stale_tmp(name, st, now):

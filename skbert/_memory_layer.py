@@ -33,12 +33,13 @@ Threads and processes
 """
 
 import os
-import re
 import threading
 import warnings
 from collections import OrderedDict
 
 import numpy as np
+
+from ._cache import FeatureCacheWarning, parse_size, read_outputs
 
 __all__ = ["ENV_VAR", "DEFAULT_MAX_BYTES", "wrap", "clear", "info", "max_bytes"]
 
@@ -65,20 +66,17 @@ def _after_fork():
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork)
 
-_SIZE = re.compile(r"^\s*(\d+)\s*([kmg]?)(?:i?b)?\s*$", re.IGNORECASE)
-
 
 def max_bytes():
     """The layer's current bound in bytes, from :data:`ENV_VAR` (0: disabled)."""
     raw = os.environ.get(ENV_VAR)
     if raw is None or raw.strip() == "":
         return DEFAULT_MAX_BYTES
-    match = _SIZE.match(raw)
-    if match is None:
+    try:
+        return parse_size(raw)
+    except ValueError:
         if raw not in _WARNED:
             _WARNED.add(raw)
-            from ._cache import FeatureCacheWarning
-
             warnings.warn(
                 f"{ENV_VAR}={raw!r} is not a size in bytes (e.g. 268435456, 256M or "
                 f"1G; 0 disables the in-memory layer); using the default "
@@ -87,8 +85,6 @@ def max_bytes():
                 stacklevel=5,
             )
         return DEFAULT_MAX_BYTES
-    number, unit = match.groups()
-    return int(number) << {"": 0, "k": 10, "m": 20, "g": 30}[unit.lower()]
 
 
 def clear():
@@ -200,15 +196,8 @@ class MemoryNamespace:
 
     def read(self, kind, keys, shape, *, n_counts=2, select=None):
         """As :meth:`skbert._cache.Namespace.read`, from memory first."""
-        shape = tuple(int(d) for d in shape)
-        out_shape = shape
-        if select is not None:
-            select = np.asarray(select, dtype=np.intp)
-            out_shape = (len(select),) + shape[1:]
+        shape, select, found, values, counts = read_outputs(keys, shape, n_counts, select)
         n = len(keys)
-        found = np.zeros(n, dtype=bool)
-        values = np.zeros((n,) + out_shape, dtype=np.float32)
-        counts = np.zeros((n, n_counts), dtype=np.int64)
         store = self._store
         positions, held, held_counts = [], [], []
         with _LOCK:

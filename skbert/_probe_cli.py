@@ -16,6 +16,8 @@ import time
 import warnings
 from pathlib import Path
 
+from ._assembly import POOLINGS
+
 __all__ = ["add_probe_parsers", "default_cache_dir"]
 
 #: Environment variable naming the command line's default feature cache.
@@ -72,27 +74,24 @@ def _positive_float(v):
     return x
 
 
-def _positive_int(value):
-    try:
-        k = int(value)
-    except ValueError:
-        k = 0
-    if k < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive int; got {value!r}")
-    return k
+def _int_at_least(low, message):
+    def parse(value):
+        try:
+            k = int(value)
+        except ValueError:
+            k = low - 1
+        if k < low:
+            raise argparse.ArgumentTypeError(f"{message}; got {value!r}")
+        return k
+
+    return parse
 
 
-def _folds(value):
-    try:
-        k = int(value)
-    except ValueError:
-        k = 0
-    if k < 2:
-        raise argparse.ArgumentTypeError(f"--cv needs an int of at least 2; got {value!r}")
-    return k
+_positive_int = _int_at_least(1, "expected a positive int")
+_folds = _int_at_least(2, "--cv needs an int of at least 2")
 
 
-_POOLINGS = ["cls", "mean", "max", "attention", "mean_max"]
+_POOLINGS = list(POOLINGS)
 _WHITENINGS = ["none", "center", "whiten", "abtt"]
 
 

@@ -70,7 +70,9 @@ from ._cache import (
     check_entry,
     encode_entry,
     namespace_digest,
+    _entry_size,
     _parse_header,
+    read_outputs,
 )
 
 logger = logging.getLogger(__name__)
@@ -684,18 +686,11 @@ class SegmentNamespace:
         """
         store = self.cache
         code = store.dtype_code
-        shape = tuple(int(d) for d in shape)
+        shape, select, found, values, counts = read_outputs(keys, shape, n_counts, select)
         n_values = int(np.prod(shape, dtype=np.int64))
         dt = _DTYPES[code]
-        size = _HEADER.size + 8 * n_counts + n_values * dt.itemsize + 4
-        out_shape = shape
-        if select is not None:
-            select = np.asarray(select, dtype=np.intp)
-            out_shape = (len(select),) + shape[1:]
+        size = _entry_size(shape, code, n_counts)
         n = len(keys)
-        found = np.zeros(n, dtype=bool)
-        values = np.zeros((n,) + out_shape, dtype=np.float32)
-        counts = np.zeros((n, n_counts), dtype=np.int64)
         if not store.usable or not n:
             return found, values, counts
         expect = (shape, code, n_counts)

@@ -12,7 +12,7 @@ import re
 
 import numpy as np
 
-__all__ = ["check_texts"]
+__all__ = ["check_texts", "check_elements"]
 
 # Any UTF-16 surrogate code point: Python str can hold one (from
 # errors="surrogateescape" decoding, or a JSON "\\ud800" escape), UTF-8 and
@@ -179,13 +179,44 @@ def check_texts(X, *, estimator_name="BertVectorizer", ensure_min_samples=0):
             f"Found array with {len(texts)} sample(s) (shape=({len(texts)},)) while "
             f"a minimum of {ensure_min_samples} is required by {estimator_name}."
         )
+    return check_elements(texts, estimator_name=estimator_name)
+
+
+def check_elements(texts, *, estimator_name="BertVectorizer", where=None):
+    """Check that every element of the list ``texts`` is a valid ``str``.
+
+    Parameters
+    ----------
+    texts : list
+    estimator_name : str, default="BertVectorizer"
+        Used in error messages.
+    where : callable, default=None
+        ``where(i)`` names element ``i`` in messages (e.g. a row of a
+        partition); None names its index.
+
+    Returns
+    -------
+    texts : list of str
+
+    Raises
+    ------
+    ValueError
+        For a missing value (None / NaN / NA) or a text holding a UTF-16
+        surrogate code point.
+    TypeError
+        For an element that is not a string.
+    """
+    if where is None:
+        def where(i):
+            return f"index {i}"
+
     for i, text in enumerate(texts):
         if isinstance(text, str):
             if not text.isascii():
                 bad = _SURROGATE.search(text)
                 if bad is not None:
                     raise ValueError(
-                        f"Text at index {i} holds the surrogate code point "
+                        f"Text at {where(i)} holds the surrogate code point "
                         f"U+{ord(bad.group()):04X} at position {bad.start()}, which is "
                         "not valid Unicode (typically bytes decoded with "
                         "errors='surrogateescape' or a broken JSON escape). Repair "
@@ -196,7 +227,7 @@ def check_texts(X, *, estimator_name="BertVectorizer", ensure_min_samples=0):
             continue
         if _is_missing(text):
             raise ValueError(
-                f"Text at index {i} is missing ({text!r}). Fill missing values "
+                f"Text at {where(i)} is missing ({text!r}). Fill missing values "
                 "(e.g. with '') or drop them before calling "
                 f"{estimator_name}."
             )
@@ -204,12 +235,12 @@ def check_texts(X, *, estimator_name="BertVectorizer", ensure_min_samples=0):
             kind = type(text).__name__
             article = "an" if kind[:1].lower() in "aeiou" else "a"
             raise TypeError(
-                f"{estimator_name} expects str elements; element at index {i} is "
+                f"{estimator_name} expects str elements; element at {where(i)} is "
                 f"{article} {kind}, not a string. Pass a 1-D sequence "
                 "with one text per sample (one column of texts)."
             )
         raise TypeError(
-            f"{estimator_name} expects str elements; element at index {i} is "
+            f"{estimator_name} expects str elements; element at {where(i)} is "
             f"{type(text).__name__} ({text!r:.50}), not a string."
         )
     return [str(t) for t in texts]

@@ -10,6 +10,8 @@ import logging
 import re
 import sys
 
+from ._assembly import POOLINGS
+
 __all__ = ["main", "build_parser"]
 
 
@@ -68,7 +70,7 @@ def add_vectorizer_options(parser):
     group.add_argument("--revision", default=None, help="hub revision to load")
     group.add_argument("--layers", type=_layers, default=-1, help="layer index, comma-separated indices, or 'all' (default: -1, the last)")
     group.add_argument("--layer-agg", default="concat", choices=["concat", "mean", "weighted"], help="how several layers combine (default: %(default)s)")
-    group.add_argument("--pooling", default="mean", choices=["mean", "cls", "max", "attention", "mean_max"], help="token pooling (default: %(default)s)")
+    group.add_argument("--pooling", default="mean", choices=("auto",) + POOLINGS, help="token pooling; auto follows the model's own sentence-transformers configuration (default: %(default)s)")
     group.add_argument("--exclude-special-tokens", action="store_true", help="leave [CLS]/[SEP] out of the pooling")
     group.add_argument("--whitening", default=None, choices=["center", "whiten", "abtt"], help="post-processing fitted on the input texts")
     group.add_argument("--n-components", type=int, default=None, help="whitening dimensions kept (whiten) or removed (abtt)")

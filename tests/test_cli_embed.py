@@ -132,3 +132,14 @@ def test_failed_write_names_the_output_not_a_temporary_file(tiny_model, texts, t
     assert code == 1
     assert err == f"skbert: error: cannot write {target}: Is a directory.\n"  # no temporary name
     assert sorted(os.listdir(tmp_path)) == ["in.txt", "out.npy"]  # no temporary file left
+
+
+@pytest.mark.parametrize("pooling", ["last_token", "weighted_mean", "auto"])
+def test_embed_offers_every_pooling_of_the_vectorizer(tiny_model, texts, tmp_path, pooling):
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    out = tmp_path / "o.npy"
+    code = cli.main(["embed", str(src), "-o", str(out), "--model", tiny_model, "-q", "--pooling", pooling])
+    assert code == 0
+    want = BertVectorizer(tiny_model, pooling=pooling).fit_transform(texts)
+    np.testing.assert_allclose(np.load(out), want, atol=1e-6)

@@ -6,7 +6,6 @@ benchmarks/throughput.py).
 """
 
 import logging
-import os
 
 import numpy as np
 import pytest

@@ -245,7 +245,10 @@ def test_s3_damaged_segment_detected_warned_recomputed(tiny_model, s3_store):
         vec = BertVectorizer(tiny_model, memory=s3_store.url)
         got = vec.fit_transform(texts)
     assert _forward_texts() - before == 1 + n_second
-    np.testing.assert_array_equal(got, fresh)
+    # Recomputed rows went through the model in other batches than the fresh
+    # run (other padding), so they agree to float rounding, not bitwise.
+    np.testing.assert_allclose(got, fresh, rtol=0, atol=1e-6)
+    recomputed = got
     messages = [str(w.message) for w in record if issubclass(w.category, FeatureCacheWarning)]
     assert len(messages) == 1 and "2 damaged" in messages[0] and "cache verify" in messages[0]
     assert vec.last_cache_stats_["damaged"] == 2
@@ -256,7 +259,7 @@ def test_s3_damaged_segment_detected_warned_recomputed(tiny_model, s3_store):
     before = _forward_texts()
     with pytest.warns(FeatureCacheWarning, match="damaged"):
         got = BertVectorizer(tiny_model, memory=s3_store.url).fit_transform(texts)
-    np.testing.assert_array_equal(got, fresh)
+    np.testing.assert_array_equal(got, recomputed)
     assert _forward_texts() == before
 
     # verify removes both damaged segments (re-publishing the first's intact entries).
@@ -269,7 +272,7 @@ def test_s3_damaged_segment_detected_warned_recomputed(tiny_model, s3_store):
     with warnings.catch_warnings():
         warnings.simplefilter("error", FeatureCacheWarning)
         got = BertVectorizer(tiny_model, memory=s3_store.url).fit_transform(texts)
-    np.testing.assert_array_equal(got, fresh)
+    np.testing.assert_array_equal(got, recomputed)
     assert _forward_texts() == before
 
 

@@ -109,3 +109,17 @@ def test_column_transformer_on_polars(tiny_model, texts):
     ct = ColumnTransformer([("t", BertVectorizer(tiny_model), ["text"])]).set_output(transform="polars")
     out = ct.fit_transform(df)
     assert isinstance(out, pl.DataFrame) and out.columns[0] == "t__bertvectorizer0"
+
+
+def test_engine_partitions_get_the_same_checks_as_estimators():
+    # The engines' per-partition check shares the estimators' element rules and
+    # names the partition and row instead of a global index.
+    from skbert.engines._common import check_partition
+
+    assert check_partition(["a", "b"], partition=0) == ["a", "b"]
+    with pytest.raises(ValueError, match=r"row 1 of partition 3 \(index label 'x'\) holds the surrogate"):
+        check_partition(["a", "\ud800b"], partition=3, labels=["w", "x"])
+    with pytest.raises(TypeError, match=r"row 0 of a batch is a list, not a string"):
+        check_partition([["a"]], partition=None, what="batch")
+    with pytest.raises(ValueError, match=r"row 1 of partition 0 is missing \(nan\)"):
+        check_partition(["a", float("nan")], partition=0)
