@@ -7,9 +7,23 @@ model. It is tiny (hidden size 32, 2 layers, 4 heads) so tests run in
 milliseconds.
 """
 
+import os
+import random
 from pathlib import Path
 
-__all__ = ["make_tiny_model", "TINY_WORDS"]
+__all__ = [
+    "make_tiny_model",
+    "TINY_WORDS",
+    "WORKER_ENV",
+    "ForwardLog",
+    "random_corpus",
+    "labelled_corpus",
+    "small_grid_search",
+]
+
+#: The environment of engine workers in tests: one thread each, so that two
+#: workers share two cores without oversubscription.
+WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 TINY_WORDS = (
     "the a an and or but not no is are was were be been this that these those it "
@@ -115,3 +129,67 @@ def make_tiny_model(path, architecture="bert", *, seed=0, max_position_embedding
     model.save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)
     return path
+
+
+# ---------------------------------------------- helpers of the engine tests
+class ForwardLog:
+    """The forward-pass log that worker processes append to.
+
+    With ``SKBERT_FORWARD_LOG=path`` in a process's environment, every batch
+    the model runs appends a line ``"<pid> <texts>"`` (see
+    :mod:`skbert._backend`); tests count forward passes across processes
+    with it, never by timing.
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    def lines(self):
+        """``[(pid, texts), ...]``, one per batch, in order."""
+        if not os.path.exists(self.path):
+            return []
+        with open(self.path) as f:
+            return [tuple(map(int, line.split())) for line in f if line.strip()]
+
+    def texts(self):
+        """Texts run through the model so far, over every process."""
+        return sum(n for _, n in self.lines())
+
+    def pids(self):
+        """The processes that ran the model so far."""
+        return {pid for pid, _ in self.lines()}
+
+
+def random_corpus(n_unique, n_total, seed=0):
+    """``n_total`` texts of :data:`TINY_WORDS` drawn from ``n_unique`` distinct ones, shuffled."""
+    rng = random.Random(seed)
+    unique = set()
+    while len(unique) < n_unique:
+        unique.add(" ".join(rng.choice(TINY_WORDS) for _ in range(rng.randint(1, 10))))
+    unique = sorted(unique)
+    texts = unique + [rng.choice(unique) for _ in range(n_total - n_unique)]
+    rng.shuffle(texts)
+    return texts
+
+
+def labelled_corpus(n_unique, n_total, seed=0):
+    """``(texts, y)``: :func:`random_corpus` labelled 1 where a text has a positive word."""
+    import numpy as np
+
+    texts = random_corpus(n_unique, n_total, seed=seed)
+    good = set("good great excellent wonderful best love like enjoy fun happy nice".split())
+    return texts, np.array([int(any(w in good for w in t.split())) for t in texts])
+
+
+def small_grid_search(model, memory, n_jobs=1):
+    """A GridSearchCV over layers x pooling x C (12 candidates, 3 folds) on ``memory``."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import Pipeline
+
+    from ._vectorizer import BertVectorizer
+
+    pipe = Pipeline([("vec", BertVectorizer(model, memory=memory)),
+                     ("clf", LogisticRegression(max_iter=500))])
+    grid = {"vec__layers": [0, -1, [1, 2]], "vec__pooling": ["mean", "max"], "clf__C": [0.1, 10.0]}
+    return GridSearchCV(pipe, grid, cv=3, n_jobs=n_jobs)

@@ -17,6 +17,10 @@ def _tiny_model_namespace(doctest_namespace, tmp_path_factory):
 # The engine modules' examples need their engine: collected only where installed.
 collect_ignore = [
     f"engines/{name}.py"
-    for name, package in (("dask", "dask"), ("ray", "ray"), ("spark", "pyspark"))
-    if importlib.util.find_spec(package) is None
+    for name, packages in (
+        ("dask", ("dask", "distributed", "pandas", "pyarrow")),  # dask.dataframe needs pyarrow
+        ("ray", ("ray", "pandas")),
+        ("spark", ("pyspark", "pandas", "pyarrow")),
+    )
+    if any(importlib.util.find_spec(package) is None for package in packages)
 ]

@@ -5,16 +5,16 @@ Forward passes are counted across processes with ``SKBERT_FORWARD_LOG``
 """
 
 import os
-import random
 import signal
-import threading
 import time
 
 import numpy as np
 import pytest
 
 from skbert import BertVectorizer, cache_info, cache_verify
-from skbert._testing import TINY_WORDS
+from skbert._testing import (
+    WORKER_ENV, ForwardLog, labelled_corpus, random_corpus, small_grid_search,
+)
 
 dd = pytest.importorskip("dask.dataframe")
 db = pytest.importorskip("dask.bag")
@@ -25,36 +25,6 @@ from skbert.engines import dask as skdask  # noqa: E402
 
 pytestmark = pytest.mark.engines
 
-_WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-
-
-def _corpus(n_unique, n_total, seed=0):
-    """``n_total`` texts drawn from ``n_unique`` distinct ones, shuffled."""
-    rng = random.Random(seed)
-    unique = set()
-    while len(unique) < n_unique:
-        unique.add(" ".join(rng.choice(TINY_WORDS) for _ in range(rng.randint(1, 10))))
-    unique = sorted(unique)
-    texts = unique + [rng.choice(unique) for _ in range(n_total - n_unique)]
-    rng.shuffle(texts)
-    return texts
-
-
-class _Log:
-    """The forward-pass log the workers append to: texts per process."""
-
-    def __init__(self, path):
-        self.path = path
-
-    def lines(self):
-        if not os.path.exists(self.path):
-            return []
-        with open(self.path) as f:
-            return [tuple(map(int, line.split())) for line in f if line.strip()]
-
-    def texts(self):
-        return sum(n for _, n in self.lines())
-
 
 def _start(log_path, n_workers=2):
     cluster = distributed.LocalCluster(
@@ -62,7 +32,7 @@ def _start(log_path, n_workers=2):
         threads_per_worker=1,
         processes=True,
         dashboard_address=":0",
-        env={**_WORKER_ENV, "SKBERT_FORWARD_LOG": str(log_path)},
+        env={**WORKER_ENV, "SKBERT_FORWARD_LOG": str(log_path)},
     )
     return cluster, distributed.Client(cluster)
 
@@ -72,7 +42,7 @@ def cluster(tmp_path_factory):
     log = tmp_path_factory.mktemp("dask-log") / "forward.log"
     cluster, client = _start(log)
     try:
-        yield client, _Log(log)
+        yield client, ForwardLog(log)
     finally:
         client.close()
         cluster.close()
@@ -85,7 +55,7 @@ def _series(texts, npartitions):
 # ---------------------------------------------------------------- the fill
 def test_cold_fill_runs_the_model_once_per_unique_text_across_workers(cluster, tiny_model, tmp_path):
     client, log = cluster
-    texts = _corpus(90, 160, seed=1)
+    texts = random_corpus(90, 160, seed=1)
     n_unique = len(set(texts))
     series = _series(texts, 6)
     # Duplicates sit in several partitions: a per-partition fill would embed them again.
@@ -122,7 +92,7 @@ def test_cold_fill_runs_the_model_once_per_unique_text_across_workers(cluster, t
 
 def test_fill_reports_and_extends_the_store(cluster, tiny_model, tmp_path):
     client, log = cluster
-    first, second = _corpus(40, 60, seed=2), _corpus(50, 70, seed=3)
+    first, second = random_corpus(40, 60, seed=2), random_corpus(50, 70, seed=3)
     vec = BertVectorizer(tiny_model, memory=tmp_path / "store")
     before = log.texts()
     report = skdask.fill(vec, _series(first, 3))
@@ -134,7 +104,7 @@ def test_fill_reports_and_extends_the_store(cluster, tiny_model, tmp_path):
 
 
 def test_bag_and_dataframe_outputs_need_no_meta(cluster, tiny_model, tmp_path):
-    texts = _corpus(30, 45, seed=4)
+    texts = random_corpus(30, 45, seed=4)
     vec = BertVectorizer(tiny_model, memory=tmp_path / "store", layers="all", layer_agg="mean")
     want = BertVectorizer(tiny_model, memory=tmp_path / "store", layers="all",
                           layer_agg="mean").fit_transform(texts)
@@ -159,7 +129,7 @@ def test_bag_and_dataframe_outputs_need_no_meta(cluster, tiny_model, tmp_path):
 
 
 def test_fitted_whitening_is_shipped_not_refitted(cluster, tiny_model, tmp_path):
-    texts = _corpus(40, 40, seed=5)
+    texts = random_corpus(40, 40, seed=5)
     vec = BertVectorizer(tiny_model, whitening="center", memory=tmp_path / "store")
     with pytest.raises(ValueError, match="fit it on the client first"):
         skdask.transform(vec, _series(texts, 2))
@@ -170,7 +140,7 @@ def test_fitted_whitening_is_shipped_not_refitted(cluster, tiny_model, tmp_path)
 
 @pytest.mark.parametrize("memory", [True, False])
 def test_missing_text_names_partition_row_and_label(cluster, tiny_model, tmp_path, memory):
-    texts = _corpus(20, 20, seed=6)
+    texts = random_corpus(20, 20, seed=6)
     values = list(texts)
     values[13] = None
     series = dd.from_pandas(
@@ -189,40 +159,25 @@ def test_missing_text_names_partition_row_and_label(cluster, tiny_model, tmp_pat
 
 
 # --------------------------------------------------------- grid search
-def _grid(memory, tiny_model, n_jobs):
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import GridSearchCV
-    from sklearn.pipeline import Pipeline
-
-    pipe = Pipeline([("vec", BertVectorizer(tiny_model, memory=memory)),
-                     ("clf", LogisticRegression(max_iter=500))])
-    grid = {"vec__layers": [0, -1, [1, 2]], "vec__pooling": ["mean", "max"], "clf__C": [0.1, 10.0]}
-    return GridSearchCV(pipe, grid, cv=3, n_jobs=n_jobs)
-
-
-def _labelled(n_unique, n_total, seed):
-    texts = _corpus(n_unique, n_total, seed=seed)
-    good = set("good great excellent wonderful best love like enjoy fun happy nice".split())
-    return texts, np.array([int(any(w in good for w in t.split())) for t in texts])
 
 
 def test_gridsearch_under_joblib_dask_backend_equals_one_process(cluster, tiny_model, tmp_path):
     import joblib
 
     client, log = cluster
-    texts, y = _labelled(60, 72, seed=7)
+    texts, y = labelled_corpus(60, 72, seed=7)
     memory = tmp_path / "store"
     # A cold search on the cluster: each unique text runs once across workers.
     before = log.texts()
     with joblib.parallel_backend("dask"):
-        cold = _grid(memory, tiny_model, n_jobs=-1).fit(texts, y)
+        cold = small_grid_search(tiny_model, memory, n_jobs=-1).fit(texts, y)
     assert log.texts() - before == len(set(texts))
     # Warm, on the cluster and in this one process: no model, identical results.
     before = log.texts()
     with joblib.parallel_backend("dask"):
-        warm = _grid(memory, tiny_model, n_jobs=-1).fit(texts, y)
+        warm = small_grid_search(tiny_model, memory, n_jobs=-1).fit(texts, y)
     assert log.texts() == before
-    single = _grid(memory, tiny_model, n_jobs=1).fit(texts, y)
+    single = small_grid_search(tiny_model, memory, n_jobs=1).fit(texts, y)
     for key in ("mean_test_score", "std_test_score", "rank_test_score"):
         np.testing.assert_array_equal(warm.cv_results_[key], single.cv_results_[key])
         np.testing.assert_array_equal(cold.cv_results_[key], single.cv_results_[key])
@@ -233,19 +188,19 @@ def test_distributed_fill_then_gridsearch_reads_everything(cluster, tiny_model, 
     import joblib
 
     client, log = cluster
-    texts, y = _labelled(50, 64, seed=8)
+    texts, y = labelled_corpus(50, 64, seed=8)
     memory = tmp_path / "store"
     skdask.fill(BertVectorizer(tiny_model, memory=memory), _series(texts, 4))
     before = log.texts()
     with joblib.parallel_backend("dask"):
-        _grid(memory, tiny_model, n_jobs=-1).fit(texts, y)
+        small_grid_search(tiny_model, memory, n_jobs=-1).fit(texts, y)
     assert log.texts() == before
 
 
 # --------------------------------------------------------------- crashes
 def test_killed_worker_mid_fill_loses_nothing_published(tiny_model, tmp_path):
-    log = _Log(tmp_path / "forward.log")
-    texts = _corpus(2500, 2500, seed=9)
+    log = ForwardLog(tmp_path / "forward.log")
+    texts = random_corpus(2500, 2500, seed=9)
     memory = tmp_path / "store"
     vec = BertVectorizer(tiny_model, memory=memory, batch_size=4, max_batch_tokens=None)
     cluster, client = _start(log.path)

@@ -7,10 +7,10 @@ only when some text misses the feature store.
 """
 
 import copy
-import math
-import numbers
 
 import numpy as np
+
+from .._validation import check_elements
 
 __all__ = ["fitted_vectorizer", "check_partition", "fill_store", "transform_texts"]
 
@@ -59,18 +59,9 @@ def fitted_vectorizer(vectorizer):
     return clone(vectorizer).fit([""])
 
 
-def _is_missing(value):
-    if value is None:
-        return True
-    if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        return math.isnan(value)
-    try:  # pandas.NA, NaT: not equal to themselves, or raise on bool()
-        return bool(value != value)
-    except (TypeError, ValueError):
-        return True
-
-
-def check_partition(values, *, partition, labels=None, what="partition", describe=None):
+def check_partition(
+    values, *, partition, labels=None, what="partition", describe=None, row=None
+):
     """Return ``values`` as a list of str, or say which row of which partition is bad.
 
     Parameters
@@ -86,6 +77,10 @@ def check_partition(values, *, partition, labels=None, what="partition", describ
     describe : callable, optional
         ``describe(i)`` returns more words on row ``i`` (e.g. its other
         columns), called only for a bad row.
+    row : callable, optional
+        ``row(i)`` is the row's number in messages, when row ``i`` of
+        ``values`` is not row ``i`` of the partition (a partition that arrives
+        in several batches). Default: ``i``.
 
     Returns
     -------
@@ -99,24 +94,17 @@ def check_partition(values, *, partition, labels=None, what="partition", describ
         For a value that is not a str.
     """
     texts = values if isinstance(values, list) else list(values)
-    for i, value in enumerate(texts):
-        if isinstance(value, str):
-            continue
-        where = f"row {i} of a {what}" if partition is None else f"row {i} of {what} {partition}"
+
+    def where(i):
+        n = i if row is None else row(i)
+        place = f"row {n} of a {what}" if partition is None else f"row {n} of {what} {partition}"
         if labels is not None:
-            where += f" (index label {labels[i]!r})"
+            place += f" (index label {labels[i]!r})"
         if describe is not None:
-            where += f" ({describe(i)})"
-        if _is_missing(value):
-            raise ValueError(
-                f"The text at {where} is missing ({value!r}). Fill missing values "
-                "(e.g. with '') or drop them before embedding."
-            )
-        raise TypeError(
-            f"BertVectorizer expects str texts; the value at {where} is "
-            f"{type(value).__name__} ({value!r:.50})."
-        )
-    return [str(t) for t in texts]
+            place += f" ({describe(i)})"
+        return place
+
+    return check_elements(texts, where=where)
 
 
 def fill_store(vectorizer, texts):
