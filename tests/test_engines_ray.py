@@ -1,0 +1,161 @@
+"""skbert on Ray: a real local Ray cluster of 2 CPUs, Ray Data actors and joblib's ray backend.
+
+Forward passes are counted across processes with ``SKBERT_FORWARD_LOG``,
+set in every worker's environment by the job's ``runtime_env``, never by
+timing. The embedding actors ask for half a CPU each (``num_cpus=0.5``): two
+actors of one CPU each would hold both CPUs of the cluster, and the tasks
+that check and deduplicate the texts (and the shuffle's aggregators) could
+never be scheduled.
+"""
+
+import os
+
+import numpy as np
+import pytest
+
+from skbert import BertVectorizer, cache_info
+from skbert._testing import (
+    WORKER_ENV, ForwardLog, labelled_corpus, random_corpus, small_grid_search,
+)
+
+ray = pytest.importorskip("ray")
+pytest.importorskip("ray.data")
+pytest.importorskip("pandas")
+
+from skbert.engines import ray as skray  # noqa: E402
+
+pytestmark = pytest.mark.engines
+
+#: Per embedding actor: leaves CPUs to the tasks that feed the actors.
+_ACTOR = {"concurrency": 2, "num_cpus": 0.5}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    log = tmp_path_factory.mktemp("ray-log") / "forward.log"
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        object_store_memory=200 * 2**20,
+        runtime_env={"env_vars": {**WORKER_ENV, "SKBERT_FORWARD_LOG": str(log)}},
+    )
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    try:
+        yield ForwardLog(log)
+    finally:
+        ray.shutdown()
+
+
+def _dataset(texts, n_blocks):
+    rows = [{"id": i, "text": t} for i, t in enumerate(texts)]
+    return ray.data.from_items(rows, override_num_blocks=n_blocks)
+
+
+def _by_id(rows, column="embedding"):
+    rows = sorted(rows, key=lambda row: row["id"])
+    assert [row["id"] for row in rows] == list(range(len(rows)))
+    return np.stack([np.asarray(row[column]) for row in rows])
+
+
+# ---------------------------------------------------------------- the fill
+def test_cold_fill_runs_the_model_once_per_unique_text_across_actors(cluster, tiny_model, tmp_path):
+    log = cluster
+    texts = random_corpus(90, 160, seed=1)
+    n_unique = len(set(texts))
+    # Duplicates sit in several blocks: a per-block fill would embed them again.
+    per_block = sum(len(set(b)) for b in np.array_split(np.array(texts, dtype=object), 4))
+    assert per_block > n_unique
+    ds = _dataset(texts, 4)
+    memory = tmp_path / "store"
+    params = {"memory": memory, "layers": [1, 2], "pooling": "mean_max"}
+
+    before, pids_before = log.texts(), {pid for pid, _ in log.lines()}
+    X = _by_id(skray.embed(ds, BertVectorizer(tiny_model, **params), **_ACTOR).take_all())
+    assert log.texts() - before == n_unique
+    new_pids = {pid for pid, _ in log.lines()} - pids_before
+    assert new_pids and os.getpid() not in new_pids  # the actors ran the model
+    assert len(new_pids) <= _ACTOR["concurrency"]
+    assert cache_info(memory)["entries"] == n_unique
+
+    # Bitwise what one process reads from the same store; within 1e-6 of a fresh computation.
+    np.testing.assert_array_equal(X, BertVectorizer(tiny_model, **params).fit_transform(texts))
+    fresh = BertVectorizer(tiny_model, layers=[1, 2], pooling="mean_max").fit_transform(texts)
+    np.testing.assert_allclose(X, fresh, atol=1e-6)
+    assert X.dtype == np.float32 and X.shape == fresh.shape
+
+    # A second run reads everything: no forward pass anywhere.
+    before = log.texts()
+    vec = BertVectorizer(tiny_model, **params)
+    assert skray.fill(ds, vec, **_ACTOR) == {"texts": n_unique, "hits": n_unique, "misses": 0}
+    # The callable class straight in map_batches, pandas batches, built from parameters.
+    again = ds.map_batches(
+        skray.BertEmbedder,
+        fn_constructor_kwargs={"model_name": tiny_model, **params, "output_column": "features"},
+        batch_format="pandas",
+        compute=ray.data.ActorPoolStrategy(size=2),
+        num_cpus=0.5,
+    )
+    np.testing.assert_array_equal(_by_id(again.take_all(), "features"), X)
+    assert log.texts() == before
+
+
+def test_fill_reports_and_extends_the_store(cluster, tiny_model, tmp_path):
+    log = cluster
+    first, second = random_corpus(40, 60, seed=2), random_corpus(50, 70, seed=3)
+    vec = BertVectorizer(tiny_model, memory=tmp_path / "store")
+    before = log.texts()
+    report = skray.fill(_dataset(first, 3), vec, **_ACTOR)
+    assert report == {"texts": len(set(first)), "hits": 0, "misses": len(set(first))}
+    new = set(second) - set(first)
+    report = skray.fill(_dataset(second, 2), vec, **_ACTOR)
+    assert report["misses"] == len(new) and report["hits"] == len(set(second)) - len(new)
+    assert log.texts() - before == len(set(first) | set(second))
+    with pytest.raises(ValueError, match="fill writes the feature store"):
+        skray.fill(_dataset(first, 1), BertVectorizer(tiny_model))
+
+
+@pytest.mark.parametrize("memory", [True, False])
+def test_missing_text_names_the_batch_row_and_other_columns(cluster, tiny_model, tmp_path, memory):
+    texts = random_corpus(20, 20, seed=6)
+    values = list(texts)
+    values[13] = None
+    ds = _dataset(values, 4)
+    vec = BertVectorizer(tiny_model, memory=tmp_path / "store" if memory else None)
+    # Ray Data numbers neither blocks nor batches: the row's other columns (its id) find it.
+    # Ray raises its own RayTaskError, which carries the worker's ValueError and message.
+    message = r"ValueError: .*row \d+ of (a )?batch.*\{'id': 13\}\) is missing \(None\)"
+    with pytest.raises(ray.exceptions.RayTaskError, match=message):
+        skray.embed(ds, vec, **_ACTOR).take_all()
+    if memory:  # The texts are checked before the deduplicating shuffle: nothing was embedded.
+        assert not (tmp_path / "store").exists() or cache_info(tmp_path / "store")["entries"] == 0
+
+
+# --------------------------------------------------------- grid search
+
+
+def test_gridsearch_under_joblib_ray_backend_equals_one_process(cluster, tiny_model, tmp_path):
+    import joblib
+    from ray.util.joblib import register_ray
+
+    register_ray()
+    log = cluster
+    texts, y = labelled_corpus(60, 72, seed=7)
+    memory = tmp_path / "store"
+    # A cold search on the cluster: each unique text runs once across the pool's actors.
+    before, pids_before = log.texts(), {pid for pid, _ in log.lines()}
+    with joblib.parallel_backend("ray"):
+        cold = small_grid_search(tiny_model, memory, n_jobs=-1).fit(texts, y)
+    assert log.texts() - before == len(set(texts))
+    assert os.getpid() not in {pid for pid, _ in log.lines()} - pids_before
+    # Warm, on the cluster and in this one process: no model, identical results.
+    before = log.texts()
+    with joblib.parallel_backend("ray"):
+        warm = small_grid_search(tiny_model, memory, n_jobs=-1).fit(texts, y)
+    assert log.texts() == before
+    single = small_grid_search(tiny_model, memory, n_jobs=1).fit(texts, y)
+    for key in ("mean_test_score", "std_test_score", "rank_test_score"):
+        np.testing.assert_array_equal(warm.cv_results_[key], single.cv_results_[key])
+        np.testing.assert_array_equal(cold.cv_results_[key], single.cv_results_[key])
+    assert warm.best_params_ == single.best_params_
