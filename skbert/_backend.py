@@ -692,6 +692,10 @@ def _load(spec, source, device, backend):
     import torch
     from transformers import AutoModel
 
+    from ._runtime import tune_allocator
+
+    tune_allocator()  # e.g. in a Dask worker: see its docstring
+
     path = source.path
     kwargs = _load_kwargs(spec, source)
     if (

@@ -74,6 +74,10 @@ def test_cold_fill_runs_the_model_once_per_unique_text_across_workers(cluster, t
     # The model was loaded at most once per worker process.
     loaded = client.run(lambda: len(__import__("skbert")._backend._MODELS))
     assert all(n <= 1 for n in loaded.values())
+    # Dask's nanny sets MALLOC_TRIM_THRESHOLD_ in every worker: loading the
+    # model undid its cost to the forward pass (see tune_allocator).
+    tuned = client.run(lambda: __import__("skbert")._runtime._ALLOCATOR["tuned"])
+    assert {tuned[w] for w, n in loaded.items() if n} == {True}
 
     # Bitwise what one process reads from the same store; within 1e-6 of a fresh computation.
     np.testing.assert_array_equal(X, BertVectorizer(tiny_model, memory=memory, layers=[1, 2],

@@ -6,6 +6,7 @@ benchmarks/throughput.py).
 """
 
 import logging
+import os
 
 import numpy as np
 import pytest
@@ -464,3 +465,64 @@ def test_many_chunks_give_the_same_features(tiny_model, texts, monkeypatch):
     got = BertVectorizer(tiny_model, device="cpu").fit_transform(many)
     assert sizes == [5, 5, 5, 5, 4]
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+# ----------------------------------------------------------------- allocator
+_ALLOCATOR_PROBE = """
+import ctypes, json, sys
+from skbert._runtime import tune_allocator
+
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = [ctypes.c_size_t]
+
+
+def from_heap(size=1 << 20):
+    # Whether a fresh allocation of `size` bytes comes from the brk heap
+    # (glibc's [heap] mapping) rather than a mapping of its own.
+    address = libc.malloc(size)
+    with open("/proc/self/maps") as f:
+        for line in f:
+            if line.rstrip().endswith("[heap]"):
+                low, high = (int(x, 16) for x in line.split()[0].split("-"))
+                return low <= address < high
+    return False
+
+
+before = from_heap()
+tuned = tune_allocator()
+print(json.dumps({"before": before, "tuned": tuned, "after": from_heap(),
+                  "again": tune_allocator()}))
+"""
+
+
+def _allocator_probe(**env):
+    import json
+    import subprocess
+    import sys
+
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    out = subprocess.run([sys.executable, "-c", _ALLOCATOR_PROBE], env={**base, **env},
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def _glibc():
+    try:
+        return (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc")
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+@pytest.mark.skipif(not _glibc(), reason="the allocator tuning is for glibc only")
+def test_allocator_tuned_only_where_the_environment_froze_it():
+    # Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536: a 1 MiB buffer then
+    # always gets a mapping of its own (faulted in again on every forward
+    # pass); once tuned, it comes from the heap.
+    dask_like = _allocator_probe(MALLOC_TRIM_THRESHOLD_="65536")
+    assert dask_like == {"before": False, "tuned": True, "after": True, "again": True}
+    # Nothing set: glibc's own dynamic thresholds, left alone.
+    assert _allocator_probe()["tuned"] is False
+    # The user's own mmap threshold wins: nothing changed.
+    own = _allocator_probe(MALLOC_TRIM_THRESHOLD_="65536", MALLOC_MMAP_THRESHOLD_="131072")
+    assert own == {"before": False, "tuned": False, "after": False, "again": False}
