@@ -210,9 +210,10 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
     cache_dtype : {"float32", "float16"}, default="float32"
         Storage dtype of the cache. float32 gives features bitwise equal to
         uncached ones; float16 halves the size and rounds the values.
-    cache_max_bytes : int, default=None
+    cache_max_bytes : int or str, default=None
         Size cap of the whole cache directory: least recently used entries
-        are evicted after writes. None means no cap.
+        are evicted after writes. Bytes, or a size with a binary unit
+        (``"500M"``, ``"2G"``, ``"1.5GiB"``). None means no cap.
     cache_storage_options : dict, default=None
         Options of a URL ``memory``'s fsspec file system, e.g.
         ``{"endpoint_url": "http://minio:9000"}``; they override fsspec's
@@ -328,7 +329,7 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         "backend": [StrOptions({"torch", "compile", "int8"})],
         "memory": [str, os.PathLike, None],
         "cache_dtype": [StrOptions({"float32", "float16"})],
-        "cache_max_bytes": [Interval(numbers.Integral, 1, None, closed="left"), None],
+        "cache_max_bytes": [Interval(numbers.Integral, 1, None, closed="left"), str, None],
         "cache_storage_options": [dict, None],
         "verbose": ["verbose"],
         "trust_remote_code": ["boolean"],
@@ -584,7 +585,7 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
             dtype=self.dtype,
             verbose=self.verbose,
             cache_dtype=self.cache_dtype,
-            max_bytes=self.cache_max_bytes,
+            max_bytes=self._max_bytes(),
             storage_options=self.cache_storage_options,
             report=report,
             pretokenized=pretokenized,
@@ -806,7 +807,25 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         self._fit(X, y)
         return self
 
+    def _max_bytes(self):
+        """``cache_max_bytes`` in bytes (None: no cap); a ValueError for a bad size."""
+        limit = self.cache_max_bytes
+        if not isinstance(limit, str):
+            return limit
+        from ._cache import parse_size
+
+        try:
+            size = parse_size(limit)
+        except ValueError as exc:
+            raise ValueError(f"The 'cache_max_bytes' parameter: {exc}") from None
+        if size < 1:
+            raise ValueError(
+                f"The 'cache_max_bytes' parameter must be at least 1 byte; got {limit!r}."
+            )
+        return size
+
     def _fit(self, X, y):
+        self._max_bytes()  # a bad size fails before any work
         texts = check_texts(X, ensure_min_samples=1)
         y = self._check_y(texts, y)
         self._resolve()

@@ -79,8 +79,12 @@ _EXTRACTION_PARAMS = frozenset(
         "dtype",
         "cache_dtype",
         "cache_max_bytes",
+        "cache_storage_options",
         "trust_remote_code",
         "use_safetensors",
+        "backend",
+        "prompt",
+        "prompt_name",
     }
 )
 #: BertVectorizer parameters applied after pooling (fitted per training fold).
@@ -387,9 +391,10 @@ def probe_layers(
     vectorizer_params : dict, default=None
         Further :class:`~skbert.BertVectorizer` parameters: ``revision``,
         ``exclude_special_tokens``, ``max_length``, ``batch_size``,
-        ``max_batch_tokens``, ``device``, ``dtype``, ``cache_dtype``,
-        ``cache_max_bytes``, ``trust_remote_code``, ``use_safetensors``,
-        ``n_components`` and ``normalize``.
+        ``max_batch_tokens``, ``device``, ``dtype``, ``backend``,
+        ``prompt``, ``prompt_name``, ``cache_dtype``, ``cache_max_bytes``,
+        ``cache_storage_options``, ``trust_remote_code``,
+        ``use_safetensors``, ``n_components`` and ``normalize``.
     error_score : "raise" or numeric, default=np.nan
         Score of a fold whose fit fails, as in
         :func:`~sklearn.model_selection.cross_validate`; "raise" raises.

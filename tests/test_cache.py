@@ -652,6 +652,20 @@ def test_size_cap_evicts_least_recently_used(tiny_model, tmp_path):
     np.testing.assert_allclose(vec.fit_transform(texts), want, atol=1e-6)
 
 
+def test_size_cap_takes_units(tiny_model, tmp_path):
+    texts = list(dict.fromkeys(_corpus(60, seed=6)))
+    entry = 3 * 5 * 32 * 4 + 80
+    # "20K" is 20 * 1024 bytes, about 10 entries of this model; eviction
+    # goes down to 90% of the cap.
+    BertVectorizer(tiny_model, memory=tmp_path, cache_max_bytes="20K").fit_transform(texts)
+    info = cache_info(tmp_path)
+    assert 0.9 * 20 * 1024 - 2 * entry < info["bytes"] <= 20 * 1024
+    assert 0 < info["entries"] < len(texts)
+    for bad, message in (("lots", "is not a size"), ("0K", "at least 1 byte")):
+        with pytest.raises(ValueError, match=f"'cache_max_bytes' parameter: .*{message}|{message}"):
+            BertVectorizer(tiny_model, memory=tmp_path, cache_max_bytes=bad).fit(texts)
+
+
 def test_clear_removes_only_the_store(tiny_model, texts, tmp_path):
     (tmp_path / "mine.txt").write_text("keep me")
     BertVectorizer(tiny_model, memory=tmp_path).fit_transform(texts)

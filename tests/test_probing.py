@@ -273,6 +273,29 @@ def test_layer_features_match_the_vectorizer(tiny_model, texts):
     assert probing.layer_features(texts, model_name=tiny_model, layers=[2, 0]).shape == (len(texts), 2, 32)
 
 
+def test_prompts_and_backend_pass_through_vectorizer_params(tiny_model, texts, signal_data):
+    # A prompt changes what the model reads: the probe must embed it too.
+    H = probing.layer_features(texts, model_name=tiny_model, layers=[2], prompt="query: ")
+    want = BertVectorizer(tiny_model, layers=2, prompt="query: ").fit_transform(texts)
+    np.testing.assert_allclose(H[:, 0], want, atol=1e-6)
+    plain = BertVectorizer(tiny_model, layers=2).fit_transform(texts)
+    assert np.abs(want - plain).max() > 1e-3
+    # A probe table's row is the CV score of the pipeline that it describes,
+    # prompt included.
+    X, y = signal_data
+    cv = StratifiedKFold(3, shuffle=True, random_state=0)
+    params = {"prompt": "query: ", "backend": "torch"}
+    table = probe_layers(X, y, model_name=tiny_model, layers=[1], poolings=("mean",), cv=cv,
+                         vectorizer_params=params)
+    pipe = probing.make_probe_pipeline(
+        {"layer": 1, "pooling": "mean", "whitening": "none"}, model_name=tiny_model,
+        estimator=LogisticRegression(max_iter=1000), vectorizer_params=params,
+    )
+    assert pipe.named_steps["bert"].get_params()["prompt"] == "query: "
+    want = cross_val_score(pipe, X, y, cv=cv)
+    assert table["mean_score"].iloc[0] == pytest.approx(want.mean(), abs=1e-9)
+
+
 def test_anisotropy_cone_and_isotropic():
     rng = np.random.default_rng(0)
     iso = rng.normal(size=(400, 16))
