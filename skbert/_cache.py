@@ -146,6 +146,22 @@ _STATE_LOCK = threading.Lock()
 _WARNED = set()
 _SCAN = {}  # store root -> (monotonic time of last scan, bytes written since)
 _SCAN_INTERVAL = 60.0
+
+
+def eviction_due(scans, key, bytes_written, max_bytes):
+    """Whether a store of size cap ``max_bytes`` is due for an eviction scan.
+
+    A scan lists the whole store, so a process runs one at its first write,
+    then once a minute or after writing a tenth of the cap. ``scans`` maps a
+    store's ``key`` to ``(time of its last scan, bytes written since)``.
+    """
+    now = time.monotonic()
+    with _STATE_LOCK:
+        last, since = scans.get(key, (None, 0))
+        since += bytes_written
+        due = last is None or now - last > _SCAN_INTERVAL or since >= max_bytes / 10
+        scans[key] = (now, 0) if due else (last, since)
+    return due
 _STUCK_LOCKS = set()  # lock paths a wait timed out on (waits on them are short)
 _STUCK_CLAIMS = {}  # claim path -> its modification time when given up on
 
@@ -1318,14 +1334,7 @@ class FeatureCache:
             self._maybe_evict()
 
     def _maybe_evict(self):
-        key = str(self.root)
-        now = time.monotonic()
-        with _STATE_LOCK:
-            last, since = _SCAN.get(key, (None, 0))
-            since += self.bytes_written
-            due = last is None or now - last > _SCAN_INTERVAL or since >= self.max_bytes / 10
-            _SCAN[key] = (now, 0) if due else (last, since)
-        if due:
+        if eviction_due(_SCAN, str(self.root), self.bytes_written, self.max_bytes):
             try:
                 evict(self.path, self.max_bytes)
             except OSError as exc:  # the cap is best effort; results are unaffected

@@ -69,6 +69,7 @@ from ._cache import (
     Namespace,
     check_entry,
     encode_entry,
+    eviction_due,
     namespace_digest,
     _entry_size,
     _parse_header,
@@ -116,8 +117,7 @@ _STATE_LOCK = threading.Lock()
 _STATES = {}  # (fs token, kind folder) -> _KindState
 _WARNED = set()
 _META_DONE = set()  # (fs token, namespace folder): namespace.json known to be there
-_SCAN = {}  # (fs token, root) -> (monotonic time of last size check, bytes since)
-_SCAN_INTERVAL = 60.0
+_SCAN = {}  # (fs token, root) -> (monotonic time of last size check, bytes since); see eviction_due
 
 
 # --------------------------------------------------------------------- format
@@ -599,13 +599,7 @@ class SegmentStore:
 
     def _maybe_evict(self):
         key = (_fs_token(self.fs), self.root)
-        now = time.monotonic()
-        with _STATE_LOCK:
-            last, since = _SCAN.get(key, (None, 0))
-            since += self.bytes_written
-            due = last is None or now - last > _SCAN_INTERVAL or since >= self.max_bytes / 10
-            _SCAN[key] = (now, 0) if due else (last, since)
-        if due:
+        if eviction_due(_SCAN, key, self.bytes_written, self.max_bytes):
             try:
                 _evict(self.fs, self.root, self.max_bytes)
             except Exception as exc:  # the cap is best effort; results are unaffected
