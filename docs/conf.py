@@ -51,7 +51,8 @@ extensions = [
     "sphinx_gallery.gen_gallery",
 ]
 templates_path = ["_templates"]
-exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "sg_execution_times.rst"]
+# Files included by other pages (e.g. benchmark tables) are not pages of their own.
+exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "sg_execution_times.rst", "_*.rst"]
 default_role = "literal"
 pygments_style = "sphinx"
 
