@@ -159,6 +159,28 @@ class ForwardLog:
         """The processes that ran the model so far."""
         return {pid for pid, _ in self.lines()}
 
+    def settle(self, quiet=2.0, timeout=120.0):
+        """Wait until no process has appended a line for ``quiet`` seconds.
+
+        After a job that failed on one partition, engines let the tasks
+        already running on other workers finish (their results are
+        dropped): their forward passes would be counted by the next test.
+        Tests call this after such a job; with nothing running it returns
+        after ``quiet`` seconds.
+        """
+        import time
+
+        deadline = time.monotonic() + timeout
+        last, since = None, time.monotonic()
+        while time.monotonic() < deadline:
+            size = os.path.getsize(self.path) if os.path.exists(self.path) else 0
+            if size != last:
+                last, since = size, time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"{self.path} kept growing for {timeout:g} s")
+
 
 def random_corpus(n_unique, n_total, seed=0):
     """``n_total`` texts of :data:`TINY_WORDS` drawn from ``n_unique`` distinct ones, shuffled."""
