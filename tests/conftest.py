@@ -58,6 +58,13 @@ TEXTS = [
 
 
 @pytest.fixture
+def private_cache(tmp_path, monkeypatch):
+    """Unpacked models go to a cache folder of this test, not the user's."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    return tmp_path / "xdg-cache" / "skbert" / "models"
+
+
+@pytest.fixture
 def texts():
     return list(TEXTS)
 

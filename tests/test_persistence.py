@@ -27,13 +27,6 @@ from skbert import (
 LABELS = [1, 0, 1, 0, 0, 0, 1, 1]
 
 
-@pytest.fixture
-def private_cache(tmp_path, monkeypatch):
-    """Unpacked models go to a cache folder of this test, not the user's."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
-    return tmp_path / "xdg-cache" / "skbert" / "models"
-
-
 def _fitted(tiny_model, texts):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # whitening fitted on few texts
