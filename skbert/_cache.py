@@ -146,6 +146,8 @@ _STATE_LOCK = threading.Lock()
 _WARNED = set()
 _SCAN = {}  # store root -> (monotonic time of last scan, bytes written since)
 _SCAN_INTERVAL = 60.0
+_STUCK_LOCKS = set()  # lock paths a wait timed out on (waits on them are short)
+_STUCK_CLAIMS = {}  # claim path -> its modification time when given up on
 
 
 def eviction_due(scans, key, bytes_written, max_bytes):
@@ -162,8 +164,6 @@ def eviction_due(scans, key, bytes_written, max_bytes):
         due = last is None or now - last > _SCAN_INTERVAL or since >= max_bytes / 10
         scans[key] = (now, 0) if due else (last, since)
     return due
-_STUCK_LOCKS = set()  # lock paths a wait timed out on (waits on them are short)
-_STUCK_CLAIMS = {}  # claim path -> its modification time when given up on
 
 
 class FeatureCacheWarning(UserWarning):

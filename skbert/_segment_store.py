@@ -71,9 +71,9 @@ from ._cache import (
     encode_entry,
     eviction_due,
     namespace_digest,
+    read_outputs,
     _entry_size,
     _parse_header,
-    read_outputs,
 )
 
 logger = logging.getLogger(__name__)

@@ -19,6 +19,7 @@ __all__ = [
     "random_corpus",
     "labelled_corpus",
     "small_grid_search",
+    "check_gridsearch_on_cluster",
 ]
 
 #: The environment of engine workers in tests: one thread each, so that two
@@ -215,3 +216,36 @@ def small_grid_search(model, memory, n_jobs=1):
                      ("clf", LogisticRegression(max_iter=500))])
     grid = {"vec__layers": [0, -1, [1, 2]], "vec__pooling": ["mean", "max"], "clf__C": [0.1, 10.0]}
     return GridSearchCV(pipe, grid, cv=3, n_jobs=n_jobs)
+
+
+def check_gridsearch_on_cluster(backend, model, memory, log, texts, y):
+    """Assert that a grid search under joblib's ``backend`` equals one process.
+
+    Cold (an empty ``memory``), the search runs each unique text through the
+    model once across the workers; warm, it runs none; both give the
+    ``cv_results_`` of the same search with ``n_jobs=1``, bitwise. ``log`` is
+    the workers' :class:`ForwardLog`.
+
+    Returns
+    -------
+    pids : set of int
+        The processes that ran the model in the cold search.
+    """
+    import joblib
+    import numpy as np
+
+    before, n_lines = log.texts(), len(log.lines())
+    with joblib.parallel_backend(backend):
+        cold = small_grid_search(model, memory, n_jobs=-1).fit(texts, y)
+    assert log.texts() - before == len(set(texts))
+    pids = {pid for pid, _ in log.lines()[n_lines:]}
+    before = log.texts()
+    with joblib.parallel_backend(backend):
+        warm = small_grid_search(model, memory, n_jobs=-1).fit(texts, y)
+    assert log.texts() == before
+    single = small_grid_search(model, memory, n_jobs=1).fit(texts, y)
+    for key in ("mean_test_score", "std_test_score", "rank_test_score"):
+        np.testing.assert_array_equal(warm.cv_results_[key], single.cv_results_[key])
+        np.testing.assert_array_equal(cold.cv_results_[key], single.cv_results_[key])
+    assert warm.best_params_ == single.best_params_
+    return pids

@@ -816,11 +816,14 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
 
         try:
             size = parse_size(limit)
-        except ValueError as exc:
-            raise ValueError(f"The 'cache_max_bytes' parameter: {exc}") from None
+        except ValueError:
+            size = 0
         if size < 1:
+            # Worded like scikit-learn's own parameter validation.
             raise ValueError(
-                f"The 'cache_max_bytes' parameter must be at least 1 byte; got {limit!r}."
+                f"The 'cache_max_bytes' parameter of {type(self).__name__} must be an int "
+                "in the range [1, inf), a size with a binary unit such as '500M' or "
+                f"'1.5GiB', or None. Got {limit!r} instead."
             )
         return size
 

@@ -13,7 +13,8 @@ import pytest
 
 from skbert import BertVectorizer, cache_info, cache_verify
 from skbert._testing import (
-    WORKER_ENV, ForwardLog, labelled_corpus, random_corpus, small_grid_search,
+    WORKER_ENV, ForwardLog, check_gridsearch_on_cluster, labelled_corpus, random_corpus,
+    small_grid_search,
 )
 
 dd = pytest.importorskip("dask.dataframe")
@@ -105,6 +106,8 @@ def test_fill_reports_and_extends_the_store(cluster, tiny_model, tmp_path):
     report = skdask.fill(vec, _series(second, 4))
     assert report["misses"] == len(new) and report["hits"] == len(set(second)) - len(new)
     assert log.texts() - before == len(set(first) | set(second))
+    with pytest.raises(ValueError, match="fill writes the feature store.*every worker reaches"):
+        skdask.fill(BertVectorizer(tiny_model), _series(first, 2))
 
 
 def test_bag_and_dataframe_outputs_need_no_meta(cluster, tiny_model, tmp_path):
@@ -169,26 +172,10 @@ def test_missing_text_names_partition_row_and_label(cluster, tiny_model, tmp_pat
 
 
 def test_gridsearch_under_joblib_dask_backend_equals_one_process(cluster, tiny_model, tmp_path):
-    import joblib
-
     client, log = cluster
     texts, y = labelled_corpus(60, 72, seed=7)
-    memory = tmp_path / "store"
-    # A cold search on the cluster: each unique text runs once across workers.
-    before = log.texts()
-    with joblib.parallel_backend("dask"):
-        cold = small_grid_search(tiny_model, memory, n_jobs=-1).fit(texts, y)
-    assert log.texts() - before == len(set(texts))
-    # Warm, on the cluster and in this one process: no model, identical results.
-    before = log.texts()
-    with joblib.parallel_backend("dask"):
-        warm = small_grid_search(tiny_model, memory, n_jobs=-1).fit(texts, y)
-    assert log.texts() == before
-    single = small_grid_search(tiny_model, memory, n_jobs=1).fit(texts, y)
-    for key in ("mean_test_score", "std_test_score", "rank_test_score"):
-        np.testing.assert_array_equal(warm.cv_results_[key], single.cv_results_[key])
-        np.testing.assert_array_equal(cold.cv_results_[key], single.cv_results_[key])
-    assert warm.best_params_ == single.best_params_
+    pids = check_gridsearch_on_cluster("dask", tiny_model, tmp_path / "store", log, texts, y)
+    assert pids and pids <= set(client.run(os.getpid).values())  # the workers ran the model
 
 
 def test_distributed_fill_then_gridsearch_reads_everything(cluster, tiny_model, tmp_path):

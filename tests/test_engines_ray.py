@@ -15,7 +15,7 @@ import pytest
 
 from skbert import BertVectorizer, cache_info
 from skbert._testing import (
-    WORKER_ENV, ForwardLog, labelled_corpus, random_corpus, small_grid_search,
+    WORKER_ENV, ForwardLog, check_gridsearch_on_cluster, labelled_corpus, random_corpus,
 )
 
 ray = pytest.importorskip("ray")
@@ -137,26 +137,9 @@ def test_missing_text_names_the_batch_row_and_other_columns(cluster, tiny_model,
 
 
 def test_gridsearch_under_joblib_ray_backend_equals_one_process(cluster, tiny_model, tmp_path):
-    import joblib
     from ray.util.joblib import register_ray
 
     register_ray()
-    log = cluster
     texts, y = labelled_corpus(60, 72, seed=7)
-    memory = tmp_path / "store"
-    # A cold search on the cluster: each unique text runs once across the pool's actors.
-    before, pids_before = log.texts(), {pid for pid, _ in log.lines()}
-    with joblib.parallel_backend("ray"):
-        cold = small_grid_search(tiny_model, memory, n_jobs=-1).fit(texts, y)
-    assert log.texts() - before == len(set(texts))
-    assert os.getpid() not in {pid for pid, _ in log.lines()} - pids_before
-    # Warm, on the cluster and in this one process: no model, identical results.
-    before = log.texts()
-    with joblib.parallel_backend("ray"):
-        warm = small_grid_search(tiny_model, memory, n_jobs=-1).fit(texts, y)
-    assert log.texts() == before
-    single = small_grid_search(tiny_model, memory, n_jobs=1).fit(texts, y)
-    for key in ("mean_test_score", "std_test_score", "rank_test_score"):
-        np.testing.assert_array_equal(warm.cv_results_[key], single.cv_results_[key])
-        np.testing.assert_array_equal(cold.cv_results_[key], single.cv_results_[key])
-    assert warm.best_params_ == single.best_params_
+    pids = check_gridsearch_on_cluster("ray", tiny_model, tmp_path / "store", cluster, texts, y)
+    assert pids and os.getpid() not in pids  # Ray's workers ran the model

@@ -130,7 +130,7 @@ def test_without_a_store_each_partition_is_embedded_in_place(spark, tiny_model):
     per_partition = sum(len(set(p)) for p in _slices(texts, 3))
     assert log.texts() - before == per_partition
     np.testing.assert_allclose(X, vec.fit_transform(texts), rtol=0, atol=1e-6)
-    with pytest.raises(ValueError, match="memory="):
+    with pytest.raises(ValueError, match="fill writes the feature store.*every executor reaches"):
         skspark.fill(vec, _frame(session, texts, 2))
 
 

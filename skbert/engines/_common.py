@@ -12,7 +12,17 @@ import numpy as np
 
 from .._validation import check_elements
 
-__all__ = ["fitted_vectorizer", "check_partition", "fill_store", "transform_texts"]
+__all__ = [
+    "REPORT_COLUMNS",
+    "fitted_vectorizer",
+    "store_vectorizer",
+    "check_partition",
+    "fill_store",
+    "transform_texts",
+]
+
+#: The counts a fill reports (see :func:`fill_store`), summed over its tasks.
+REPORT_COLUMNS = ("texts", "hits", "misses")
 
 
 def fitted_vectorizer(vectorizer):
@@ -57,6 +67,24 @@ def fitted_vectorizer(vectorizer):
     # Without whitening or a scalar mix, fit reads no text: it resolves the
     # layers, token limit and device from the model's configuration.
     return clone(vectorizer).fit([""])
+
+
+def store_vectorizer(vectorizer, worker="worker"):
+    """:func:`fitted_vectorizer` for a fill, which needs a feature store.
+
+    Raises
+    ------
+    ValueError
+        When ``memory`` is None; the message says every ``worker`` must reach
+        the store.
+    """
+    vec = fitted_vectorizer(vectorizer)
+    if vec.memory is None:
+        raise ValueError(
+            "fill writes the feature store: pass a BertVectorizer with memory= "
+            f"set to a folder (or store URL) that every {worker} reaches."
+        )
+    return vec
 
 
 def check_partition(
@@ -127,11 +155,9 @@ def fill_store(vectorizer, texts):
     with unlocked_misses():
         vec._pooled(texts)
     stats = getattr(vec, "last_cache_stats_", {})
-    return {
-        "texts": len(texts),
-        "hits": int(stats.get("hits", 0)),
-        "misses": int(stats.get("misses", 0)),
-    }
+    return dict(
+        zip(REPORT_COLUMNS, (len(texts), int(stats.get("hits", 0)), int(stats.get("misses", 0))))
+    )
 
 
 def transform_texts(vectorizer, texts):

@@ -25,16 +25,22 @@ partition).
 import numpy as np
 import pandas as pd
 
-from ._common import check_partition, fill_store, fitted_vectorizer, transform_texts
+from ._common import (
+    REPORT_COLUMNS,
+    check_partition,
+    fill_store,
+    fitted_vectorizer,
+    store_vectorizer,
+    transform_texts,
+)
 
 __all__ = ["transform", "fill"]
 
-_REPORT_COLUMNS = ("texts", "hits", "misses")
 _TEXT = "text"
 
 
 def _report_meta():
-    return pd.DataFrame({name: pd.Series([], dtype="int64") for name in _REPORT_COLUMNS})
+    return pd.DataFrame({name: pd.Series([], dtype="int64") for name in REPORT_COLUMNS})
 
 
 def _feature_meta(vectorizer):
@@ -64,7 +70,7 @@ def _unique_checked(part, partition_info=None):
 def _fill_partition(unique, vectorizer):
     """Embed one partition of the globally unique texts into the store."""
     report = fill_store(vectorizer, unique.tolist())
-    return pd.DataFrame({name: [report[name]] for name in _REPORT_COLUMNS}, dtype="int64")
+    return pd.DataFrame({name: [report[name]] for name in REPORT_COLUMNS}, dtype="int64")
 
 
 def _features(part, vectorizer, after=None, partition_info=None, columns=None):
@@ -152,14 +158,9 @@ def fill(vectorizer, texts):
         When ``memory`` is None, or (at compute time) for a missing text,
         naming its partition, row and index label.
     """
-    vec = fitted_vectorizer(vectorizer)
-    if vec.memory is None:
-        raise ValueError(
-            "fill writes the feature store: pass a BertVectorizer with memory= "
-            "set to a folder (or store URL) that every worker reaches."
-        )
+    vec = store_vectorizer(vectorizer)
     totals = _fill_frame(vec, _text_series(texts)).sum().compute()
-    return {name: int(totals[name]) for name in _REPORT_COLUMNS}
+    return {name: int(totals[name]) for name in REPORT_COLUMNS}
 
 
 def transform(vectorizer, texts, *, output="array"):

@@ -20,7 +20,14 @@ import os
 
 import numpy as np
 
-from ._common import check_partition, fill_store, fitted_vectorizer, transform_texts
+from ._common import (
+    REPORT_COLUMNS,
+    check_partition,
+    fill_store,
+    fitted_vectorizer,
+    store_vectorizer,
+    transform_texts,
+)
 
 __all__ = ["BertEmbedder", "embed", "fill"]
 
@@ -176,12 +183,7 @@ def fill(
     report : dict
         ``texts`` (unique), ``hits`` (already stored) and ``misses`` (embedded).
     """
-    vec = fitted_vectorizer(vectorizer)
-    if vec.memory is None:
-        raise ValueError(
-            "fill writes the feature store: pass a BertVectorizer with memory= "
-            "set to a folder (or store URL) that every worker reaches."
-        )
+    vec = store_vectorizer(vectorizer)
     checked = dataset.map_batches(
         _checked_column, fn_kwargs={"column": column}, batch_format="numpy"
     )
@@ -192,7 +194,7 @@ def fill(
         fn_constructor_kwargs={"vectorizer": vec, "column": column},
         **_map_kwargs(concurrency, num_gpus, num_cpus, batch_size),
     )
-    totals = {"texts": 0, "hits": 0, "misses": 0}
+    totals = dict.fromkeys(REPORT_COLUMNS, 0)
     for row in reports.take_all():
         for name in totals:
             totals[name] += int(row[name])

@@ -27,11 +27,17 @@ row within it; Spark reports it to the driver as a
 
 import numpy as np
 
-from ._common import check_partition, fill_store, fitted_vectorizer, transform_texts
+from ._common import (
+    REPORT_COLUMNS,
+    check_partition,
+    fill_store,
+    fitted_vectorizer,
+    store_vectorizer,
+    transform_texts,
+)
 
 __all__ = ["transform", "fill"]
 
-_REPORT_COLUMNS = ("texts", "hits", "misses")
 _REPORT_SCHEMA = "texts long, hits long, misses long"
 
 
@@ -63,15 +69,13 @@ def _checked_batches(batches, column, *, describe_others=False):
                 values = {c: _plain(batch[c].iloc[i]) for c in others}
                 return f"other columns: {values!r:.200}"
 
-        start = offset
         texts = check_partition(
             batch[column].tolist(),
             partition=partition,
-            labels=None,
             describe=describe,
-            row=lambda i, start=start: start + i,
+            row=lambda i, start=offset: start + i,
         )
-        yield batch, texts, offset
+        yield batch, texts
         offset += len(batch)
 
 
@@ -80,7 +84,7 @@ def _unique_checked(batches, column):
     import pandas as pd
 
     seen = set()
-    for _, texts, offset in _checked_batches(batches, column):
+    for _, texts in _checked_batches(batches, column):
         new = [t for t in dict.fromkeys(texts) if t not in seen]
         seen.update(new)
         if new:
@@ -91,17 +95,17 @@ def _fill_partition(batches, vectorizer, column):
     """Embed one partition of the globally unique texts into the store."""
     import pandas as pd
 
-    report = dict.fromkeys(_REPORT_COLUMNS, 0)
+    report = dict.fromkeys(REPORT_COLUMNS, 0)
     for batch in batches:
         counts = fill_store(vectorizer, [str(t) for t in batch[column].tolist()])
-        for name in _REPORT_COLUMNS:
+        for name in REPORT_COLUMNS:
             report[name] += counts[name]
-    yield pd.DataFrame({name: [report[name]] for name in _REPORT_COLUMNS}, dtype="int64")
+    yield pd.DataFrame({name: [report[name]] for name in REPORT_COLUMNS}, dtype="int64")
 
 
 def _features(batches, vectorizer, column, output_col):
     """One partition's batches with ``output_col`` added (float32 arrays)."""
-    for batch, texts, _ in _checked_batches(batches, column, describe_others=True):
+    for batch, texts in _checked_batches(batches, column, describe_others=True):
         X = transform_texts(vectorizer, texts)
         batch = batch.copy()
         batch[output_col] = list(X)
@@ -165,12 +169,7 @@ def fill(vectorizer, df, *, input_col="text", num_partitions=None):
         text fails the Spark job with a ValueError naming its partition and
         row.
     """
-    vec = fitted_vectorizer(vectorizer)
-    if vec.memory is None:
-        raise ValueError(
-            "fill writes the feature store: pass a BertVectorizer with memory= "
-            "set to a folder (or store URL) that every executor reaches."
-        )
+    vec = store_vectorizer(vectorizer, worker="executor")
     _check_column(df, input_col)
     column = input_col
 
@@ -188,7 +187,7 @@ def fill(vectorizer, df, *, input_col="text", num_partitions=None):
     if num_partitions:
         unique = unique.repartition(num_partitions)
     rows = unique.mapInPandas(fill_partition, schema=_REPORT_SCHEMA).collect()
-    return {name: sum(int(row[name]) for row in rows) for name in _REPORT_COLUMNS}
+    return {name: sum(int(row[name]) for row in rows) for name in REPORT_COLUMNS}
 
 
 def transform(vectorizer, df, *, input_col="text", output_col="features", num_partitions=None):
