@@ -73,7 +73,7 @@ def main(argv=None):
 
     import skbert
     from skbert import BertVectorizer
-    from skbert._backend import ModelSpec, resolve_model
+    from skbert._model.backend import ModelSpec, resolve_model
 
     path = args.model or resolve_model(ModelSpec(skbert.DEFAULT_MODEL))
     train = _read(files[0], ["label", "text"])[: args.n_train]

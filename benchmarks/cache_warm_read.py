@@ -30,7 +30,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     from skbert import BertVectorizer, DEFAULT_MODEL, cache_info
-    from skbert._backend import forward_counts
+    from skbert._model.backend import forward_counts
     from skbert._testing import TINY_WORDS, make_tiny_model
 
     tmp = tempfile.TemporaryDirectory(prefix="skbert-bench-")

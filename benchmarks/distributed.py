@@ -14,7 +14,7 @@ Two measurements, each compared with a reference measured in the same run:
     process and against one worker. One more row runs one worker with the
     allocator setting that Dask's nanny gives every worker
     (``MALLOC_TRIM_THRESHOLD_``) left as it is, to show what
-    ``skbert._runtime.tune_allocator`` wins.
+    ``skbert._model.runtime.tune_allocator`` wins.
 
 (b) A warm ``GridSearchCV`` (layers x pooling x C of a LogisticRegression)
     reading its features from a store on a real S3-compatible server (moto's
@@ -167,7 +167,7 @@ def throughput(args, model, texts, tmp):
     # Each Dask configuration: (key in runs, workers, workers' environment).
     # "untuned": one worker whose allocator keeps the 128 KiB mmap threshold
     # that Dask's MALLOC_TRIM_THRESHOLD_ freezes (MALLOC_MMAP_THRESHOLD_ set
-    # makes skbert leave it alone; see skbert._runtime.tune_allocator).
+    # makes skbert leave it alone; see skbert._model.runtime.tune_allocator).
     configs = [(w, w, _WORKER_ENV) for w in args.workers]
     if not args.skip_untuned:
         configs.append(("untuned", 1, {**_WORKER_ENV, "MALLOC_MMAP_THRESHOLD_": "131072"}))
@@ -232,7 +232,7 @@ def grid_child(args):
     from threadpoolctl import threadpool_limits
 
     from skbert import DEFAULT_MODEL, BertVectorizer
-    from skbert._backend import forward_counts
+    from skbert._model.backend import forward_counts
 
     model = args.model or DEFAULT_MODEL
     pipe = Pipeline([("vec", BertVectorizer(model, memory=args.grid_child)),

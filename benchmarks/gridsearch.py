@@ -156,8 +156,10 @@ def main(argv=None):
     from sklearn.pipeline import Pipeline
 
     from skbert import DEFAULT_MODEL, BertVectorizer, WhiteningWarning, cache_info
-    from skbert import _cache, _memory_layer, _whitening
-    from skbert._backend import forward_counts
+    from skbert._cache import local as _local
+    from skbert._cache import memory as _memory_layer
+    from skbert import _whitening
+    from skbert._model.backend import forward_counts
 
     # 2/3 of 500 texts is fewer than 384 dimensions: every "whiten" fit warns.
     warnings.simplefilter("ignore", WhiteningWarning)
@@ -172,13 +174,13 @@ def main(argv=None):
 
     # Entries the disk store is asked for, in every mode.
     disk = {"entries": 0}
-    real_read = _cache.Namespace.read
+    real_read = _local.Namespace.read
 
     def counting_read(self, kind, keys, *a, **kw):
         disk["entries"] += len(keys)
         return real_read(self, kind, keys, *a, **kw)
 
-    _cache.Namespace.read = counting_read
+    _local.Namespace.read = counting_read
 
     def pipeline(memory=None, pipe_memory=None):
         vec = BertVectorizer(model, memory=memory, device=args.device)
@@ -281,7 +283,7 @@ def main(argv=None):
                                    memory_layer=False, memo=False))
             modes["g"].append(classifiers_alone(table))
         info = cache_info(skb)
-    _cache.Namespace.read = real_read
+    _local.Namespace.read = real_read
 
     one, cold = best(passes), best(colds)
     d, e, f, g = (best(modes[m]) for m in "defg")

@@ -35,7 +35,7 @@ def main(argv=None):
     from sklearn.model_selection import StratifiedKFold, cross_val_score
 
     from skbert import BertVectorizer, TruncationWarning
-    from skbert._backend import forward_counts, load_tokenizer, ModelSpec, DEFAULT_MODEL
+    from skbert._model.backend import forward_counts, load_tokenizer, ModelSpec, DEFAULT_MODEL
     from skbert.datasets import load_imdb
 
     try:

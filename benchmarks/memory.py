@@ -33,7 +33,7 @@ def rss(field):
 
 import skbert
 from skbert import BertVectorizer
-from skbert._backend import ModelSpec, resolve_model
+from skbert._model.backend import ModelSpec, resolve_model
 path = path if path != "-" else resolve_model(ModelSpec(skbert.DEFAULT_MODEL))
 words = ("the a movie film story plot actor scene music good bad great dull fun long short "
          "funny sad dark bright quiet loud old new first last best worst very quite rather "

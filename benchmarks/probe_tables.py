@@ -63,7 +63,7 @@ def run(name, texts, y, args, out):
     from sklearn.model_selection import StratifiedKFold
 
     from skbert.probing import best_configuration, probe_layers
-    from skbert._report import save_probe_plot
+    from skbert.cli.report import save_probe_plot
 
     cv = StratifiedKFold(5, shuffle=True, random_state=0)
     start = time.perf_counter()

@@ -5,7 +5,7 @@ first ``--n-texts`` SST-2 training sentences, once per path, and prints the
 operators that took the most time, with each path's wall time:
 
 - ``transformers``: transformers' own forward (what architectures outside
-  ``skbert._encoder.LEAN_MODEL_TYPES`` run);
+  ``skbert._model.encoder.LEAN_MODEL_TYPES`` run);
 - ``lean-blas``: skbert's lean pass with ``F.linear`` (the BLAS, MKL on x86);
 - ``lean``: the default, the lean pass with oneDNN's float32 linear kernel
   where it is available.
@@ -51,8 +51,9 @@ def main(argv=None):
     from torch.profiler import ProfilerActivity, profile
 
     import skbert
-    from skbert import BertVectorizer, _backend
-    from skbert._backend import ModelSpec
+    from skbert import BertVectorizer
+    from skbert._model import backend as _backend
+    from skbert._model.backend import ModelSpec
 
     path = _backend.resolve_model(ModelSpec(skbert.DEFAULT_MODEL))
     loaded = _backend.load_model(ModelSpec(path), "cpu")

@@ -213,7 +213,7 @@ def gemm_gflops(device, repeats=9):
     b = torch.randn(n, n, device=device)
     kernels = {"torch.mm": lambda: torch.mm(a, b)}
     if device == "cpu":
-        from skbert._encoder import _onednn_linear, onednn_linear_available
+        from skbert._model.encoder import _onednn_linear, onednn_linear_available
 
         if onednn_linear_available():
             kernels["onednn"] = lambda: _onednn_linear(a, b, None)
@@ -384,7 +384,7 @@ def main(argv=None):
     from joblib import cpu_count
 
     import skbert
-    from skbert._backend import ModelSpec, resolve_model
+    from skbert._model.backend import ModelSpec, resolve_model
 
     path = args.model or resolve_model(ModelSpec(skbert.DEFAULT_MODEL))
     if not Path(path).is_dir():

@@ -11,7 +11,7 @@ the model once per unique text, and a second search not at all.
 
 This example runs the same :class:`~sklearn.model_selection.GridSearchCV`
 twice on 300 SST-2 sentences and counts the texts that went through the
-model (``skbert._backend.forward_counts()``, a test hook).
+model (``skbert._model.backend.forward_counts()``, a test hook).
 """
 
 # %%
@@ -27,7 +27,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 
 from skbert import BertVectorizer, cache_clear, cache_info
-from skbert._backend import forward_counts
+from skbert._model.backend import forward_counts
 from skbert.datasets import load_sst2
 
 texts, y = load_sst2(split="dev", return_X_y=True)

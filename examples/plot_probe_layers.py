@@ -28,7 +28,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, train_test_split
 from sklearn.pipeline import make_pipeline
 
-from skbert._backend import forward_counts
+from skbert._model.backend import forward_counts
 from skbert.datasets import load_trec
 from skbert.probing import BertLayerSelector, plot_probe, probe_layers
 

@@ -33,7 +33,7 @@ import pandas as pd
 from distributed import Client, LocalCluster
 
 from skbert import BertVectorizer, cache_info
-from skbert._backend import forward_counts
+from skbert._model.backend import forward_counts
 from skbert.datasets import load_demo, load_sst2
 from skbert.engines import dask as skdask
 

@@ -1,17 +1,20 @@
 """skbert: frozen BERT features as scikit-learn hyperparameters."""
 
-from ._backend import DEFAULT_MODEL, ModelChangedWarning
-from ._chunking import TruncationWarning
-from ._cache import FeatureCacheWarning, cache_clear, cache_info, cache_verify
-from ._store import cache_compact, cache_copy
-from ._classifier import BertClassifier, DeviceFallbackWarning
-from ._st_config import ModelConfigWarning
-from ._vectorizer import BertVectorizer
-from ._whitening import WhiteningWarning
-from .probing import BertLayerSelector, probe_layers
+from ._cache import cache_clear, cache_compact, cache_copy, cache_info, cache_verify
+from ._classifier import BertClassifier
+from ._model.backend import DEFAULT_MODEL
 from ._persistence import SKOPS_TRUSTED_TYPES, pip_requirements
-
-__version__ = "0.1.0.dev0"
+from ._vectorizer import BertVectorizer
+from ._version import __version__
+from .exceptions import (
+    DeviceFallbackWarning,
+    FeatureCacheWarning,
+    ModelChangedWarning,
+    ModelConfigWarning,
+    TruncationWarning,
+    WhiteningWarning,
+)
+from .probing import BertLayerSelector, probe_layers
 
 __all__ = [
     "BertClassifier",

@@ -17,11 +17,11 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d
 
-from . import _backend
-from ._assembly import LAYER_AGGS, POOLINGS, softmax
-from ._backend import DeviceFallbackWarning
+from ._extraction.assembly import LAYER_AGGS, POOLINGS
+from ._model import backend as _backend
+from ._params import resolve_layer_weights, resolve_layers, resolve_max_length
 from ._validation import check_texts
-from ._vectorizer import _normalize_layers
+from .exceptions import DeviceFallbackWarning
 
 __all__ = ["BertClassifier", "DeviceFallbackWarning"]
 
@@ -290,47 +290,16 @@ class BertClassifier(ClassifierMixin, BaseEstimator):
         info = _backend.model_info(self._spec())
         self.n_layers_ = info.n_hidden_states - 1
         self.hidden_size_ = info.hidden_size
-        try:
-            self.layers_ = _normalize_layers(self.layers, info.n_hidden_states)
-        except ValueError as exc:
-            raise ValueError(str(exc).replace("of BertVectorizer", "of BertClassifier")) from None
+        self.layers_ = resolve_layers(self.layers, info.n_hidden_states, type(self).__name__)
         self.device_ = _backend.resolve_device(self.device)
-        if self.max_length is None:
-            self.max_length_ = info.max_length
-        elif self.max_length > info.max_length:
-            raise ValueError(
-                f"max_length={self.max_length} exceeds the model's limit of "
-                f"{info.max_length} tokens. Use max_length<={info.max_length}, or "
-                "None for the model's limit."
-            )
-        else:
-            self.max_length_ = int(self.max_length)
+        self.max_length_ = resolve_max_length(self.max_length, info.max_length)
         if self.freeze_layers != "all" and self.freeze_layers > self.n_layers_:
             raise ValueError(
                 f"freeze_layers={self.freeze_layers} exceeds the model's "
                 f"{self.n_layers_} transformer layers. Use an int in "
                 f"0..{self.n_layers_}, or 'all' to train only the head."
             )
-        n_sel = len(self.layers_)
-        self.layer_weights_ = None
-        if self.layer_agg == "weighted":
-            if self.layer_weights is None:
-                weights = np.zeros(n_sel)
-            else:
-                weights = np.asarray(self.layer_weights, dtype=np.float64).ravel()
-                if weights.shape[0] != n_sel or not np.all(np.isfinite(weights)):
-                    raise ValueError(
-                        f"layer_weights must hold {n_sel} finite values, one per "
-                        f"selected layer {self.layers_}; got {self.layer_weights!r}."
-                    )
-            self.layer_weights_ = softmax(weights)
-        elif self.layer_weights is not None:
-            warnings.warn(
-                f"layer_weights is only used with layer_agg='weighted'; it is "
-                f"ignored with layer_agg={self.layer_agg!r}.",
-                UserWarning,
-                stacklevel=3,
-            )
+        self.layer_weights_ = resolve_layer_weights(self.layer_weights, self.layer_agg, self.layers_)
 
     def _pooled_dim(self):
         return self.hidden_size_ * (2 if self.pooling == "mean_max" else 1)

@@ -22,8 +22,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._extraction import DEFAULT_BATCH_TOKENS, _model_input_names, plan_batches, token_lengths
-from ._pooling import pool_tokens
+from ._extraction.batches import (
+    DEFAULT_BATCH_TOKENS,
+    plan_batches,
+    token_lengths,
+)
+from ._extraction.pooling import pool_tokens
+from ._model.runtime import model_input_names
 
 logger = logging.getLogger(__name__)
 
@@ -163,7 +168,7 @@ def reachable_units(layers, pooling):
 class Head(nn.Module):
     """Layer combination, dropout and a linear layer, on pooled layers.
 
-    The combination follows :func:`skbert._assembly.combine_layers`;
+    The combination follows :func:`skbert._extraction.assembly.combine_layers`;
     ``"scalar_mix"`` learns softmax layer weights and a scale ``gamma``
     (initialised to equal weights and 1).
     """
@@ -236,7 +241,7 @@ def _inputs(model, enc, texts):
         return_special_tokens_mask=True,
     )
     special = batch.pop("special_tokens_mask").to(enc.device)
-    names = _model_input_names(model)
+    names = model_input_names(model)
     inputs = {k: v.to(enc.device) for k, v in batch.items() if k in names}
     return inputs, special
 

@@ -19,6 +19,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from ._model.backend import DEFAULT_MODEL, resolve_model
+from ._version import __version__
+
 __all__ = ["SKOPS_TRUSTED_TYPES", "pip_requirements"]
 
 #: Types that ``skops.io.load`` must trust to load fitted skbert estimators
@@ -101,8 +104,6 @@ def pip_requirements(estimator):
     >>> pip_requirements(BertVectorizer(tiny_model))  # doctest: +ELLIPSIS
     ['skbert==...']
     """
-    from . import __version__
-    from ._backend import DEFAULT_MODEL
 
     skbert_version = _distribution_version("skbert") or __version__
     requirements = [f"skbert=={skbert_version}"]
@@ -126,7 +127,6 @@ def _sha256(data):
 
 def _model_folder(spec):
     """The local folder of the model named by ``spec`` (hub ids: the hub cache)."""
-    from ._backend import resolve_model
 
     path = resolve_model(spec)
     if Path(path).is_dir():

@@ -11,6 +11,8 @@ import os
 import random
 from pathlib import Path
 
+from ._vectorizer import BertVectorizer
+
 __all__ = [
     "make_tiny_model",
     "TINY_WORDS",
@@ -138,7 +140,7 @@ class ForwardLog:
 
     With ``SKBERT_FORWARD_LOG=path`` in a process's environment, every batch
     the model runs appends a line ``"<pid> <texts>"`` (see
-    :mod:`skbert._backend`); tests count forward passes across processes
+    :mod:`skbert._model.backend`); tests count forward passes across processes
     with it, never by timing.
     """
 
@@ -209,8 +211,6 @@ def small_grid_search(model, memory, n_jobs=1):
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GridSearchCV
     from sklearn.pipeline import Pipeline
-
-    from ._vectorizer import BertVectorizer
 
     pipe = Pipeline([("vec", BertVectorizer(model, memory=memory)),
                      ("clf", LogisticRegression(max_iter=500))])

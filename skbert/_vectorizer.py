@@ -2,8 +2,8 @@
 
 Parameters, validation and orchestration only; the data path reads straight
 through: texts -> validation (:mod:`._validation`) -> model forward and pooled
-statistics (:mod:`._extraction`, :mod:`._pooling`) -> assembly of the
-requested layers and pooling (:mod:`._assembly`) -> whitening
+statistics (:mod:`skbert._extraction.batches`, :mod:`skbert._extraction.pooling`) -> assembly of the
+requested layers and pooling (:mod:`skbert._extraction.assembly`) -> whitening
 (:mod:`._whitening`) -> L2 normalisation.
 """
 
@@ -13,23 +13,43 @@ import warnings
 import weakref
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin, _fit_context
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    TransformerMixin,
+    _fit_context,
+)
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from . import _backend
-from ._assembly import (
+from ._cache import parse_size
+from ._extraction import ExtractionSpec, StoreSpec
+from ._extraction.assembly import (
     LAYER_AGGS,
     POOLINGS,
     combine_layers,
+    fit_scalar_mix,
     pool_layers,
     pooling_groups,
     pooling_slots,
-    softmax,
 )
-from ._extraction import iter_statistics
+from ._extraction.batches import iter_statistics
+from ._extraction.cached import iter_cached_statistics, namespace_fields, warn_unfingerprinted
+from ._extraction.chunking import (
+    DOC_BLOCK,
+    aggregate_chunks,
+    count_truncated,
+    special_template,
+    split_documents,
+)
+from ._model import backend as _backend
+from ._model import runtime as _runtime
+from ._model.st_config import position_limit, prompt_token_count, read_st_config, warn_unsupported
+from ._params import resolve_layer_weights, resolve_layers, resolve_max_length
+from ._persistence import pack_model, unpack_model
 from ._validation import check_texts
 from ._whitening import WHITENINGS, Whitener
+from .exceptions import ModelChangedWarning, TruncationWarning
 
 __all__ = ["BertVectorizer"]
 
@@ -38,34 +58,6 @@ __all__ = ["BertVectorizer"]
 # check_dict_unchanged, joblib.hash of a fitted instance); estimators hash by
 # identity, and an entry goes away with its instance.
 _LAST_CACHE_STATS = weakref.WeakKeyDictionary()
-
-
-def _normalize_layers(layers, n_hidden_states):
-    """Resolve the ``layers`` parameter into non-negative indices."""
-    if isinstance(layers, str):
-        return list(range(n_hidden_states))
-    if isinstance(layers, numbers.Integral):
-        raw = [layers]
-    else:
-        raw = list(layers)
-        if not raw:
-            raise ValueError("The 'layers' parameter of BertVectorizer must not be empty.")
-    out = []
-    for layer in raw:
-        if not isinstance(layer, numbers.Integral) or isinstance(layer, bool):
-            raise ValueError(
-                f"The 'layers' parameter of BertVectorizer must hold ints; got {layer!r}."
-            )
-        if not -n_hidden_states <= layer < n_hidden_states:
-            raise ValueError(
-                f"Layer index {layer} is out of range: the model has "
-                f"{n_hidden_states - 1} layers, so hidden_states has "
-                f"{n_hidden_states} entries (0 = embedding output, "
-                f"{n_hidden_states - 1} or -1 = last); valid indices are "
-                f"{-n_hidden_states}..{n_hidden_states - 1}."
-            )
-        out.append(int(layer) % n_hidden_states)
-    return out
 
 
 class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -435,7 +427,14 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
             inverse[i] = unique.setdefault(text, len(unique))
         unique_texts = list(unique)
         out = np.empty((len(unique_texts), n_sel, dim), dtype=np.float32)
-        for positions, stats, _ in self._iter_statistics(unique_texts):
+        batches = self._iter_statistics(unique_texts)
+        while True:
+            try:
+                positions, stats, _ = next(batches)
+            except StopIteration as done:  # the cache's counts, or None
+                if done.value is not None:
+                    _LAST_CACHE_STATS[self] = done.value
+                break
             out[positions] = pool_layers(stats, self.pooling_, self.exclude_special_tokens)
         if len(unique_texts) == len(texts):
             return out
@@ -451,15 +450,16 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         return texts
 
     def _iter_statistics(self, texts):
-        """Pooled statistics of each text: chunked documents or (truncated) texts."""
+        """Pooled statistics of each text: chunked documents or (truncated) texts.
+
+        Returns (as a generator) what the feature cache did, or None without one.
+        """
         if self.long_text == "chunk":
-            yield from self._iter_chunked_statistics(texts)
-            return
+            return (yield from self._iter_chunked_statistics(texts))
         self._warn_truncation(texts)
-        yield from self._iter_unit_statistics(texts)
+        return (yield from self._iter_unit_statistics(texts))
 
     def _warn_truncation(self, texts):
-        from ._chunking import TruncationWarning, count_truncated
 
         n_cut = count_truncated(_backend.load_tokenizer(self._spec()), texts, self.max_length_)
         if n_cut:
@@ -473,7 +473,6 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
 
     def _iter_chunked_statistics(self, texts):
         """Split documents into token windows, encode windows, aggregate per document."""
-        from ._chunking import DOC_BLOCK, aggregate_chunks, split_documents
 
         tokenizer = _backend.load_tokenizer(self._spec())
         totals = {}
@@ -486,61 +485,62 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
             for windows in doc_windows:
                 owners.append([index.setdefault(w, len(index)) for w in windows])
             stats = counts = None
-            for positions, st, ct in self._iter_unit_statistics(list(index), pretokenized=True):
+            windows = self._iter_unit_statistics(list(index), pretokenized=True)
+            while True:
+                try:
+                    positions, st, ct = next(windows)
+                except StopIteration as done:
+                    # The cache reports per call of the window path: sum over blocks.
+                    for name, value in (done.value or {}).items():
+                        totals[name] = totals.get(name, 0) + value
+                    break
                 if stats is None:
                     stats = np.empty((len(index),) + st.shape[1:], dtype=np.float32)
                     counts = np.empty((len(index), ct.shape[1]), dtype=np.int64)
                 stats[positions], counts[positions] = st, ct
-            # The cache reports per call of the window path: sum over blocks.
-            block_stats = _LAST_CACHE_STATS.get(self, {}) if self.memory is not None else {}
-            for name, value in block_stats.items():
-                totals[name] = totals.get(name, 0) + value
             doc_stats = np.empty((len(block),) + stats.shape[1:], dtype=np.float32)
             doc_counts = np.empty((len(block), counts.shape[1]), dtype=np.int64)
             for d, own in enumerate(owners):
                 doc_stats[d], doc_counts[d] = aggregate_chunks(stats[own], counts[own], self.chunk_agg)
             yield np.arange(start, start + len(block)), doc_stats, doc_counts
-        if self.memory is not None and totals:
-            _LAST_CACHE_STATS[self] = totals
+        return totals or None
 
-    def _iter_unit_statistics(self, texts, pretokenized=False):
-        """Statistics of texts (or token windows), through the cache when set."""
-        if self.memory is not None:
-            cached = self._iter_cached_statistics(texts, pretokenized=pretokenized)
-            if cached is not None:
-                yield from cached
-                return
-        loaded = self._loaded()
-        max_length = self.max_length_
-        yield from iter_statistics(
-            texts,
-            loaded,
-            pretokenized=pretokenized,
+    def _extraction_spec(self, pretokenized=False):
+        """The settings of this vectorizer's extraction (see :class:`ExtractionSpec`)."""
+        attention, positional = pooling_groups(self.pooling_)
+        return ExtractionSpec(
             layers=self.layers_,
-            attention=pooling_groups(self.pooling_)[0],
-            positional=pooling_groups(self.pooling_)[1],
+            max_length=self.max_length_,
+            attention=attention,
+            positional=positional,
             pool_skip=getattr(self, "prompt_tokens_excluded_", 0),
-            max_length=max_length,
+            pretokenized=pretokenized,
+            # Only the statistics this pooling reads (the cache stores them all).
+            slots=pooling_slots(self.pooling_, self.exclude_special_tokens),
             batch_size=self.batch_size,
             max_batch_tokens=self.max_batch_tokens,
             dtype=self.dtype,
             verbose=self.verbose,
-            # Only the statistics this pooling reads (the cache stores them all).
-            slots=pooling_slots(self.pooling_, self.exclude_special_tokens),
         )
 
-    def _iter_cached_statistics(self, texts, pretokenized=False):
-        """The data path through the feature cache: the model runs on misses only.
+    def _iter_unit_statistics(self, texts, pretokenized=False):
+        """Statistics of texts (or token windows), through the cache when set.
+
+        Returns (as a generator) the cache's counts, or None without a cache.
+        """
+        spec = self._extraction_spec(pretokenized)
+        store = self._store_spec(spec) if self.memory is not None else None
+        if store is not None:
+            return (yield from iter_cached_statistics(texts, spec, store, load=self._loaded))
+        yield from iter_statistics(texts, self._loaded(), spec)
+        return None
+
+    def _store_spec(self, spec):
+        """Where and under which key the cache keeps this extraction's statistics.
 
         Returns None (after a warning) when the model cannot be fingerprinted.
         """
-        from ._cached_extraction import (
-            iter_cached_statistics,
-            namespace_fields,
-            warn_unfingerprinted,
-        )
-
-        spec = self._spec()
+        model = self._spec()
         # Every setting that changes the stored statistics belongs here.
         # A non-default backend is keyed too: int8 is approximate, compile
         # equal only within float32 rounding.
@@ -548,47 +548,30 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         if self.backend == "int8":
             # Which layers are quantised changes the values: a new scheme
             # never reads entries of an older one.
-            from ._runtime import INT8_SCHEME
-
-            extra["int8_scheme"] = INT8_SCHEME
-        if pretokenized:
+            extra["int8_scheme"] = _runtime.INT8_SCHEME
+        if spec.pretokenized:
             # Token windows of chunked documents are keyed by their exact ids.
             extra["input"] = "token_windows"
-        skip = getattr(self, "prompt_tokens_excluded_", 0)
-        if skip:
+        if spec.pool_skip:
             # Every statistic leaves the prompt's tokens out: a namespace of its own.
-            extra["pool_skip"] = int(skip)
-        if getattr(_backend.load_tokenizer(spec), "padding_side", "right") == "left":
+            extra["pool_skip"] = int(spec.pool_skip)
+        if getattr(_backend.load_tokenizer(model), "padding_side", "right") == "left":
             # Entries of left-padded models written before "cls" meant the
             # first real token (not position 0) are never read.
             extra["first_token"] = "first_real"
-        fields = namespace_fields(spec, max_length=self.max_length_, dtype=self.dtype, **extra)
+        fields = namespace_fields(model, max_length=spec.max_length, dtype=spec.dtype, **extra)
         if fields is None:
-            warn_unfingerprinted(spec)
+            warn_unfingerprinted(model)
             return None
-        _LAST_CACHE_STATS[self] = report = {}
-        return iter_cached_statistics(
-            texts,
+        return StoreSpec(
             memory=self.memory,
             fields=fields,
             meta={"model_name": str(self.model_name), "revision": self.revision},
-            load=self._loaded,
-            layers=self.layers_,
-            attention=pooling_groups(self.pooling_)[0],
-            positional=pooling_groups(self.pooling_)[1],
-            pool_skip=skip,
             n_hidden_states=self.n_layers_ + 1,
             hidden_size=self.hidden_size_,
-            max_length=self.max_length_,
-            batch_size=self.batch_size,
-            max_batch_tokens=self.max_batch_tokens,
-            dtype=self.dtype,
-            verbose=self.verbose,
-            cache_dtype=self.cache_dtype,
+            dtype=self.cache_dtype,
             max_bytes=self._max_bytes(),
             storage_options=self.cache_storage_options,
-            report=report,
-            pretokenized=pretokenized,
         )
 
     def _pooled_dim(self):
@@ -618,7 +601,7 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         info = _backend.model_info(self._spec())
         self.n_layers_ = info.n_hidden_states - 1
         self.hidden_size_ = info.hidden_size
-        self.layers_ = _normalize_layers(self.layers, info.n_hidden_states)
+        self.layers_ = resolve_layers(self.layers, info.n_hidden_states, type(self).__name__)
         # The parameter combination first, then whether the device exists here.
         device = _backend.resolve_device("auto") if self.device == "auto" else str(self.device)
         if self.backend == "int8" and device.split(":")[0] != "cpu":
@@ -628,54 +611,26 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
                 "or use dtype='float16'/'bfloat16' for reduced precision on a GPU."
             )
         self.device_ = _backend.resolve_device(device)
-        from ._st_config import read_st_config
 
         st_config = read_st_config(self._spec())
         model_max = info.max_length
         if self.max_length == "auto" and st_config is not None and st_config.max_seq_length:
             # The model's own limit may pass the default cap of 512 tokens.
-            from ._st_config import position_limit
-
             limit = position_limit(self._spec())
             own = int(st_config.max_seq_length)
             self.max_length_ = own if limit is None else min(own, limit)
             model_max = max(model_max, self.max_length_)
-        elif self.max_length in (None, "auto"):
-            self.max_length_ = model_max
-        elif self.max_length > model_max:
-            raise ValueError(
-                f"max_length={self.max_length} exceeds the model's limit of "
-                f"{model_max} tokens. Use max_length<={model_max}, or None for "
-                "the model's limit."
-            )
         else:
-            self.max_length_ = int(self.max_length)
+            self.max_length_ = resolve_max_length(self.max_length, model_max)
         self._resolve_embedding_config(st_config)
         if self.long_text == "chunk":
             self._resolve_chunking(model_max)
-        n_sel = len(self.layers_)
-        if self.layer_agg == "weighted":
-            if self.layer_weights is None:
-                weights = np.zeros(n_sel)
-            else:
-                weights = np.asarray(self.layer_weights, dtype=np.float64).ravel()
-                if weights.shape[0] != n_sel or not np.all(np.isfinite(weights)):
-                    raise ValueError(
-                        f"layer_weights must hold {n_sel} finite values, one per "
-                        f"selected layer {self.layers_}; got {self.layer_weights!r}."
-                    )
-            self.layer_weights_ = softmax(weights)
-        elif self.layer_weights is not None:
-            warnings.warn(
-                f"layer_weights is only used with layer_agg='weighted'; it is "
-                f"ignored with layer_agg={self.layer_agg!r}.",
-                UserWarning,
-                stacklevel=3,
-            )
+        weights = resolve_layer_weights(self.layer_weights, self.layer_agg, self.layers_)
+        if weights is not None:
+            self.layer_weights_ = weights
 
     def _resolve_embedding_config(self, st_config):
         """Pooling, normalisation and prompt: given, or the model's own ("auto")."""
-        from ._st_config import prompt_token_count, warn_unsupported
 
         if "auto" in (self.pooling, self.normalize):
             warn_unsupported(self._spec(), st_config)
@@ -730,7 +685,6 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
                 f"chunk_size={chunk_size} exceeds the model's limit of {model_max} "
                 f"tokens. Use chunk_size<={model_max}."
             )
-        from ._chunking import special_template
 
         prefix, suffix = special_template(_backend.load_tokenizer(self._spec()))
         n_special = len(prefix) + len(suffix)
@@ -745,8 +699,6 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
 
     def _fit_from_pooled(self, pooled, y):
         if self.layer_agg == "scalar_mix":
-            from ._scalar_mix import fit_scalar_mix
-
             self.layer_weights_, self.gamma_ = fit_scalar_mix(
                 pooled, y, random_state=self.random_state
             )
@@ -812,7 +764,6 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         limit = self.cache_max_bytes
         if not isinstance(limit, str):
             return limit
-        from ._cache import parse_size
 
         try:
             size = parse_size(limit)
@@ -884,7 +835,7 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         """Raise or warn when the model's content changed since ``fit``.
 
         Cheap: file digests are cached per file version (see
-        :func:`skbert._backend.model_fingerprint`).
+        :func:`skbert._model.backend.model_fingerprint`).
         """
         fitted = getattr(self, "model_fingerprint_", None)
         if fitted is None:
@@ -917,7 +868,7 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
             f"{changed} The features now come from the new model; estimators "
             "fitted on the old features (a classifier after this vectorizer) may "
             "no longer suit them. Refit the pipeline.",
-            _backend.ModelChangedWarning,
+            ModelChangedWarning,
             stacklevel=3,
         )
 
@@ -953,8 +904,6 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         state = {k: v for k, v in state.items() if not k.startswith("_cache_")}
         state.pop("_stored_model_path", None)  # a folder of this machine
         if self.store_weights_in_pickle and hasattr(self, "layers_"):
-            from ._persistence import pack_model
-
             state["_stored_model"] = pack_model(self._spec())
         return state
 
@@ -963,6 +912,4 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         stored = state.pop("_stored_model", None)
         super().__setstate__(state)
         if stored is not None:
-            from ._persistence import unpack_model
-
             self._stored_model_path = unpack_model(stored)

@@ -33,6 +33,8 @@ from collections import OrderedDict
 
 import numpy as np
 
+from .exceptions import WhiteningWarning
+
 __all__ = ["WHITENINGS", "Whitener", "WhiteningWarning"]
 
 WHITENINGS = ("center", "whiten", "abtt")
@@ -45,16 +47,6 @@ FIT_MEMO_BYTES = 64 << 20
 _MEMO = OrderedDict()  # key -> (fitted attributes, nbytes)
 _MEMO_LOCK = threading.Lock()
 _FITTED = ("mean_", "n_features_out_", "explained_variance_", "components_", "top_directions_")
-
-
-class WhiteningWarning(UserWarning):
-    """Whitening was fitted on too few samples for the dimensions it keeps.
-
-    With ``n`` training samples the covariance has rank at most ``n - 1``;
-    whitening rescales every kept direction to unit variance, so directions
-    the data hardly estimate are amplified noise. Keep fewer components
-    (``n_components``), fit on more texts, or use ``whitening="center"``.
-    """
 
 
 class Whitener:

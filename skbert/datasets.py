@@ -27,6 +27,8 @@ import urllib.request
 import numpy as np
 from sklearn.utils import Bunch
 
+from .exceptions import DatasetChecksumError
+
 __all__ = [
     "DatasetChecksumError",
     "get_data_home",
@@ -126,15 +128,6 @@ _LINE_BREAKS = str.maketrans(
 # (size, mtime_ns) of the files whose checksum was verified in this process,
 # keyed by absolute path.
 _VERIFIED = {}
-
-
-class DatasetChecksumError(OSError):
-    """A dataset file does not have its pinned SHA-256 checksum.
-
-    Raised for a corrupted or foreign local file (delete it to download it
-    again) and for a download whose converted content differs from the
-    pinned release (nothing is written then).
-    """
 
 
 _SST2_DESCR = """\

@@ -257,8 +257,8 @@ def test_scalar_mix_is_learned_with_the_head(tiny_model):
 
 
 def test_pool_tokens_matches_pooled_statistics_and_ignores_padding():
-    from skbert._assembly import pool_layers
-    from skbert._pooling import pool_tokens, pooled_statistics
+    from skbert._extraction.assembly import pool_layers
+    from skbert._extraction.pooling import pool_tokens, pooled_statistics
 
     gen = torch.Generator().manual_seed(0)
     hidden = torch.randn(3, 6, 4, generator=gen, requires_grad=True)

@@ -95,7 +95,7 @@ def test_not_fitted_error(tiny_model):
 
 
 def test_init_stores_only_and_loads_nothing(monkeypatch):
-    from skbert import _backend
+    from skbert._model import backend as _backend
 
     calls = []
     monkeypatch.setattr(_backend, "load_model", lambda *a, **k: calls.append(a))

@@ -155,7 +155,7 @@ def test_stored_weights_load_in_fresh_process_without_the_model(tiny_model, text
     script = textwrap.dedent(
         f"""
         import os, pickle, numpy as np
-        from skbert import _backend
+        from skbert._model import backend as _backend
         vec = pickle.load(open({str(tmp_path / 'vec.pkl')!r}, "rb"))
         np.testing.assert_array_equal(vec.transform({texts!r}), np.load({str(tmp_path / 'expected.npy')!r}))
         assert str(vec.model_name) == {str(model)!r}
@@ -180,7 +180,7 @@ def test_stored_weights_load_in_fresh_process_without_the_model(tiny_model, text
 
 
 def test_stored_weights_keep_the_fingerprint_and_repickle(tiny_model, texts, tmp_path, private_cache):
-    from skbert import _backend
+    from skbert._model import backend as _backend
 
     model = tmp_path / "model"
     shutil.copytree(tiny_model, model)

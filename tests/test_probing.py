@@ -11,7 +11,7 @@ from sklearn.pipeline import make_pipeline
 
 from skbert import BertLayerSelector, BertVectorizer, probe_layers
 from skbert import probing
-from skbert._backend import forward_counts
+from skbert._model.backend import forward_counts
 from skbert._testing import TINY_WORDS, make_tiny_model
 
 matplotlib = pytest.importorskip("matplotlib")

@@ -6,7 +6,7 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 from skbert import BertVectorizer
-from skbert._assembly import softmax
+from skbert._extraction.assembly import softmax
 
 POOLINGS = ["cls", "mean", "max", "attention", "mean_max"]
 
@@ -186,7 +186,7 @@ def test_scalar_mix_requires_y(tiny_model, texts):
 
 
 def test_scalar_mix_favours_the_informative_layer():
-    from skbert._scalar_mix import fit_scalar_mix
+    from skbert._extraction.assembly import fit_scalar_mix
 
     rng = np.random.RandomState(0)
     n, dim = 300, 16
@@ -260,7 +260,7 @@ def test_empty_string_and_empty_input(tiny_model):
 
 
 def test_duplicates_encoded_once(tiny_model, texts):
-    from skbert._backend import forward_counts
+    from skbert._model.backend import forward_counts
 
     vec = BertVectorizer(tiny_model, batch_size=1).fit(texts)
     before = forward_counts()["texts"]

@@ -2,7 +2,7 @@
 
 Nothing here imports an engine. A worker receives a fitted
 :class:`~skbert.BertVectorizer` (kilobytes), and the model is loaded by
-:mod:`skbert._backend`'s process-wide registry: once per worker process, and
+:mod:`skbert._model.backend`'s process-wide registry: once per worker process, and
 only when some text misses the feature store.
 """
 
@@ -10,7 +10,9 @@ import copy
 
 import numpy as np
 
+from .._extraction.cached import unlocked_misses
 from .._validation import check_elements
+from .._vectorizer import BertVectorizer
 
 __all__ = [
     "REPORT_COLUMNS",
@@ -45,8 +47,6 @@ def fitted_vectorizer(vectorizer):
     from sklearn.base import clone
     from sklearn.exceptions import NotFittedError
     from sklearn.utils.validation import check_is_fitted
-
-    from .._vectorizer import BertVectorizer
 
     if not isinstance(vectorizer, BertVectorizer):
         raise TypeError(
@@ -147,7 +147,6 @@ def fill_store(vectorizer, texts):
     report : dict
         ``texts``, ``hits`` and ``misses`` (unique texts) of this call.
     """
-    from .._cached_extraction import unlocked_misses
 
     if not texts:
         return {"texts": 0, "hits": 0, "misses": 0}

@@ -20,6 +20,7 @@ import os
 
 import numpy as np
 
+from .._vectorizer import BertVectorizer
 from ._common import (
     REPORT_COLUMNS,
     check_partition,
@@ -85,8 +86,6 @@ class BertEmbedder:
 
     def __init__(self, vectorizer=None, *, column="text", output_column="embedding", **params):
         if vectorizer is None:
-            from .._vectorizer import BertVectorizer
-
             vectorizer = BertVectorizer(**params)
         elif params:
             raise TypeError(

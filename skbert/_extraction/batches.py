@@ -1,0 +1,426 @@
+"""The extraction engine: texts in, pooled statistics out, one batch at a time.
+
+Texts are tokenised once to learn their lengths, sorted by token count and
+cut into batches under a token budget, so that padding stays small. Each
+batch goes through the model once, its hidden states are reduced to pooled
+statistics (see :mod:`skbert._extraction.pooling`) and handed to the caller together
+with the positions of its texts, so the caller can restore input order and
+memory stays bounded by one batch.
+"""
+
+import contextlib
+import logging
+
+import numpy as np
+
+from .._model.runtime import (
+    free_accelerator_memory,
+    is_out_of_memory,
+    model_input_names,
+    thread_limit,
+)
+from .pooling import pooled_statistics
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["plan_batches", "token_lengths", "iter_statistics", "resolve_batching"]
+
+#: Default budget of (padded) tokens per batch: measured as a good CPU size.
+DEFAULT_BATCH_TOKENS = 1024
+#: Default cap of texts per batch on the CPU.
+DEFAULT_BATCH_SIZE = 64
+#: ``"auto"`` batch sizes on an accelerator (CUDA, MPS): big batches keep a GPU busy;
+#: an out-of-memory error halves the batch and retries.
+ACCELERATOR_BATCH_SIZE = 512
+ACCELERATOR_BATCH_TOKENS = 32768
+
+
+def resolve_batching(device, batch_size="auto", max_batch_tokens="auto"):
+    """Resolve ``"auto"`` batch settings for ``device``.
+
+    ``"auto"`` means 64 texts and 1,024 padded tokens per batch on the CPU,
+    512 texts and 32,768 tokens on an accelerator.
+
+    Returns
+    -------
+    batch_size : int
+    max_batch_tokens : int or None
+    """
+    accelerator = str(device).split(":")[0] != "cpu"
+    if batch_size == "auto":
+        batch_size = ACCELERATOR_BATCH_SIZE if accelerator else DEFAULT_BATCH_SIZE
+    if max_batch_tokens == "auto":
+        max_batch_tokens = ACCELERATOR_BATCH_TOKENS if accelerator else DEFAULT_BATCH_TOKENS
+    return int(batch_size), (None if max_batch_tokens is None else int(max_batch_tokens))
+
+
+def plan_batches(lengths, *, batch_size, max_batch_tokens=DEFAULT_BATCH_TOKENS):
+    """Cut texts into batches of similar length.
+
+    Texts are ordered by decreasing token count (ties by position, so the
+    plan is deterministic) and grouped greedily while the padded size,
+    ``len(batch) * longest``, stays within ``max_batch_tokens`` and the batch
+    holds at most ``batch_size`` texts. A text longer than the budget gets a
+    batch of its own.
+
+    Parameters
+    ----------
+    lengths : array-like of int
+    batch_size : int
+    max_batch_tokens : int or None
+        None means no token budget (only ``batch_size`` applies).
+
+    Returns
+    -------
+    batches : list of ndarray of int
+        Positions into ``lengths``; together they cover every position once.
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    order = np.lexsort((np.arange(len(lengths)), -lengths))
+    batches, current, longest = [], [], 0
+    for pos in order:
+        n = int(lengths[pos])
+        longest_if_added = max(longest, n)
+        too_many = len(current) >= batch_size
+        too_big = (
+            max_batch_tokens is not None
+            and current
+            and longest_if_added * (len(current) + 1) > max_batch_tokens
+        )
+        if current and (too_many or too_big):
+            batches.append(np.asarray(current, dtype=np.int64))
+            current, longest_if_added = [], n
+        current.append(int(pos))
+        longest = longest_if_added
+    if current:
+        batches.append(np.asarray(current, dtype=np.int64))
+    return batches
+
+
+def token_lengths(tokenizer, texts, *, max_length, chunk=4096):
+    """Token counts (with special tokens, after truncation) of each text."""
+    out = np.empty(len(texts), dtype=np.int64)
+    for start in range(0, len(texts), chunk):
+        enc = tokenizer(
+            texts[start : start + chunk],
+            truncation=True,
+            max_length=max_length,
+            padding=False,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )
+        out[start : start + chunk] = [len(ids) for ids in enc["input_ids"]]
+    return out
+
+
+def _autocast(device, dtype):
+    import torch
+
+    if dtype in (None, "float32"):
+        return contextlib.nullcontext()
+    device_type = str(device).split(":")[0]
+    return torch.autocast(device_type=device_type, dtype=getattr(torch, dtype))
+
+
+def iter_statistics(texts, loaded, spec):
+    """Yield pooled statistics for ``texts``, batch by batch.
+
+    Only the transformer layers up to the deepest one in ``layers`` run
+    (early exit); the pooler never runs. On the CPU torch's threads are kept
+    within this process's share of the CPUs (see
+    :func:`skbert._model.runtime.thread_limit`). When an accelerator runs out of
+    memory the batch is halved and retried, and later batches stay at most
+    that size.
+
+    Parameters
+    ----------
+    texts : list of str
+        Texts, or token windows when ``spec.pretokenized``.
+    loaded : skbert._model.backend.LoadedModel
+    spec : skbert._extraction.ExtractionSpec
+        Which hidden states and statistics, the token limit, batching,
+        compute dtype and progress bar.
+
+    Yields
+    ------
+    positions : ndarray of int
+        Positions into ``texts`` of this batch's texts.
+    stats : ndarray of float32, shape (batch, len(layers), n_stats, hidden)
+        ``n_stats`` from :func:`skbert._extraction.pooling.n_stats_for`.
+    counts : ndarray of int64, shape (batch, 2)
+    """
+    import torch
+
+    if not texts:
+        return
+    batch_size, max_batch_tokens = resolve_batching(
+        loaded.device, spec.batch_size, spec.max_batch_tokens
+    )
+    bar = None
+    if spec.verbose:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(texts), unit="text", desc="BERT features")
+    # The lock serialises threads sharing this model: fast tokenizers, the
+    # attention-implementation switch and early exit are not thread-safe.
+    try:
+        with (
+            loaded.lock,
+            thread_limit(loaded.device),
+            loaded.attention_maps(spec.attention),
+            torch.inference_mode(),
+        ):
+            runner = _BatchRunner(
+                loaded,
+                layers=list(spec.layers),
+                attention=spec.attention,
+                dtype=spec.dtype,
+                slots=spec.slots,
+                positional=spec.positional,
+                pool_skip=spec.pool_skip,
+            )
+            chunks = _iter_chunks(
+                loaded.tokenizer,
+                texts,
+                max_length=spec.max_length,
+                token_type_ids="token_type_ids" in runner.names,
+                pretokenized=spec.pretokenized,
+                # On an accelerator the next chunk is tokenised while the
+                # device works; on the CPU it would compete for the cores.
+                prefetch=str(loaded.device).split(":")[0] != "cpu",
+            )
+            jobs = (
+                (chunk, local)
+                for chunk in chunks
+                for local in plan_batches(
+                    chunk.lengths, batch_size=batch_size, max_batch_tokens=max_batch_tokens
+                )
+            )
+            for positions, stats, counts in runner.run(jobs):
+                yield positions, stats, counts
+                if bar is not None:
+                    bar.update(len(positions))
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+#: Texts tokenised together (once) and planned into batches together. Texts
+#: are sorted by length within a chunk, and the chunk's token ids are the only
+#: per-text state kept (int32), so memory stays bounded for any corpus size.
+CHUNK_TEXTS = 4096
+
+
+class _Chunk:
+    """Consecutive texts ``start:start + n``, tokenised once (unpadded)."""
+
+    def __init__(self, start, enc, token_type_ids):
+        self.start = start
+        as_arrays = lambda rows: [np.asarray(r, dtype=np.int32) for r in rows]  # noqa: E731
+        self.ids = as_arrays(enc["input_ids"])
+        self.special = as_arrays(enc["special_tokens_mask"])
+        self.types = as_arrays(enc["token_type_ids"]) if token_type_ids else None
+        self.lengths = np.fromiter((len(r) for r in self.ids), dtype=np.int64, count=len(self.ids))
+
+    @classmethod
+    def from_windows(cls, start, windows, token_type_ids):
+        """A chunk of pre-tokenised ``(input_ids, special_tokens_mask)`` pairs."""
+        enc = {
+            "input_ids": [ids for ids, _ in windows],
+            "special_tokens_mask": [special for _, special in windows],
+        }
+        if token_type_ids:
+            enc["token_type_ids"] = [[0] * len(ids) for ids, _ in windows]
+        return cls(start, enc, token_type_ids)
+
+
+def _tokenize_chunk(tokenizer, texts, start, *, max_length, token_type_ids):
+    want_types = token_type_ids and "token_type_ids" in tokenizer.model_input_names
+    enc = tokenizer(
+        texts,
+        truncation=True,
+        max_length=max_length,
+        padding=False,
+        return_attention_mask=False,
+        return_token_type_ids=want_types,
+        return_special_tokens_mask=True,
+    )
+    return _Chunk(start, enc, want_types)
+
+
+#: With prefetching, the first chunk is this small, so that the device starts
+#: early and the next chunk is tokenised while it works.
+FIRST_CHUNK_TEXTS = 256
+
+
+def _iter_chunks(
+    tokenizer, texts, *, max_length, token_type_ids, prefetch, pretokenized=False, size=CHUNK_TEXTS
+):
+    """Yield the :class:`_Chunk` of ``texts``, optionally tokenising one ahead."""
+    bounds = [0]
+    if prefetch and len(texts) > FIRST_CHUNK_TEXTS:
+        bounds.append(min(FIRST_CHUNK_TEXTS, size))
+    while bounds[-1] < len(texts):
+        bounds.append(min(bounds[-1] + size, len(texts)))
+    spans = list(zip(bounds[:-1], bounds[1:]))
+
+    def tokenize(span):
+        start, stop = span
+        if pretokenized:
+            want_types = token_type_ids and "token_type_ids" in tokenizer.model_input_names
+            return _Chunk.from_windows(start, texts[start:stop], want_types)
+        return _tokenize_chunk(
+            tokenizer,
+            texts[start:stop],
+            start,
+            max_length=max_length,
+            token_type_ids=token_type_ids,
+        )
+
+    if not prefetch or len(spans) < 2:
+        for span in spans:
+            yield tokenize(span)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    # One worker: the tokenizer is never used by two threads at once.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="skbert-tokenize") as pool:
+        future = pool.submit(tokenize, spans[0])
+        for k in range(len(spans)):
+            chunk = future.result()
+            if k + 1 < len(spans):
+                future = pool.submit(tokenize, spans[k + 1])
+            yield chunk
+
+
+def pad_batch(chunk, local, *, pad_token_id, pad_token_type_id=0, left=False):
+    """Padded numpy inputs for texts ``local`` (positions within ``chunk``).
+
+    Equal to the tokenizer's own ``padding=True`` output: ``input_ids``,
+    ``attention_mask``, ``token_type_ids`` (when tokenised) and
+    ``special_tokens_mask`` (1 on padding), padded on the tokenizer's side.
+    """
+    rows = [chunk.ids[i] for i in local]
+    n, width = len(rows), max(len(r) for r in rows)
+    out = {
+        "input_ids": np.full((n, width), pad_token_id, dtype=np.int64),
+        "attention_mask": np.zeros((n, width), dtype=np.int64),
+        "special_tokens_mask": np.ones((n, width), dtype=np.int64),
+    }
+    if chunk.types is not None:
+        out["token_type_ids"] = np.full((n, width), pad_token_type_id, dtype=np.int64)
+    for j, i in enumerate(local):
+        size = len(chunk.ids[i])
+        cols = slice(width - size, width) if left else slice(0, size)
+        out["input_ids"][j, cols] = chunk.ids[i]
+        out["attention_mask"][j, cols] = 1
+        out["special_tokens_mask"][j, cols] = chunk.special[i]
+        if chunk.types is not None:
+            out["token_type_ids"][j, cols] = chunk.types[i]
+    return out
+
+
+class _BatchRunner:
+    """Pad, run and pool batches, one batch ahead, halving on out-of-memory.
+
+    On an accelerator the forward pass and pooling of batch ``i`` are queued
+    asynchronously; the next batch is padded on the CPU while they run, and
+    only then are batch ``i``'s statistics copied back.
+    """
+
+    def __init__(self, loaded, *, layers, attention, dtype, slots=None, positional=False,
+                 pool_skip=0):
+        self.loaded = loaded
+        self.layers = layers
+        self.attention = attention
+        self.dtype = dtype
+        self.slots = slots
+        self.positional = positional
+        self.pool_skip = pool_skip
+        self.names = model_input_names(loaded.model)
+        self.cap = None  # most texts per batch after an out-of-memory error
+        tokenizer = loaded.tokenizer
+        self.pad = dict(
+            pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
+            pad_token_type_id=getattr(tokenizer, "pad_token_type_id", 0) or 0,
+            left=getattr(tokenizer, "padding_side", "right") == "left",
+        )
+
+    def prepare(self, job):
+        import torch
+
+        chunk, local = job
+        arrays = pad_batch(chunk, local, **self.pad)
+        special = torch.from_numpy(arrays.pop("special_tokens_mask"))
+        enc = {k: torch.from_numpy(v) for k, v in arrays.items()}
+        return job, enc, special
+
+    def launch(self, prepared):
+        """Forward pass and pooling on the device; returns device tensors."""
+
+        (chunk, local), enc, special = prepared
+        device = self.loaded.device
+        inputs = {k: v.to(device) for k, v in enc.items() if k in self.names}
+        with _autocast(device, self.dtype):
+            hidden, attn = self.loaded.hidden_states(
+                inputs, self.layers, output_attentions=self.attention
+            )
+        stats, counts = pooled_statistics(
+            hidden,
+            inputs["attention_mask"],
+            special.to(device),
+            attn,
+            slots=self.slots,
+            positional=self.positional,
+            pool_skip=self.pool_skip,
+        )
+        return chunk.start + local, stats, counts
+
+    def run(self, jobs):
+        """Yield ``(positions, stats, counts)`` for an iterable of ``(chunk, local)`` jobs."""
+        from collections import deque
+
+        jobs = iter(jobs)
+        pending = deque()
+        prepared = self._prepare_next(jobs, pending)
+        while prepared is not None:
+            try:
+                launched = self.launch(prepared)
+            except Exception as exc:
+                if not is_out_of_memory(exc) or len(prepared[0][1]) == 1:
+                    raise
+                oom = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            else:
+                oom = None
+            if oom is not None:
+                # Outside the except block, so the failed pass's tensors are freed.
+                chunk, local = prepared[0]
+                prepared = None
+                free_accelerator_memory(self.loaded.device)
+                half = (len(local) + 1) // 2
+                self.cap = half
+                logger.warning(
+                    "Out of memory on %s with a batch of %d texts (%s); retrying "
+                    "with batches of at most %d.",
+                    self.loaded.device, len(local), oom, half,
+                )
+                pending.appendleft((chunk, local[half:]))
+                pending.appendleft((chunk, local[:half]))
+                prepared = self._prepare_next(jobs, pending)
+                continue
+            # Pad the next batch while the device works on this one.
+            prepared = self._prepare_next(jobs, pending)
+            positions, stats, counts = launched
+            yield positions, stats.cpu().numpy(), counts.cpu().numpy()
+
+    def _prepare_next(self, jobs, pending):
+        if not pending:
+            job = next(jobs, None)
+            if job is None:
+                return None
+            pending.append(job)
+        chunk, local = pending.popleft()
+        if self.cap is not None and len(local) > self.cap:
+            pending.appendleft((chunk, local[self.cap :]))
+            local = local[: self.cap]
+        return self.prepare((chunk, local))

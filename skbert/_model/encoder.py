@@ -1,0 +1,359 @@
+"""A lean forward pass for BERT-family encoders: the model's own modules, tokens packed.
+
+Feature extraction needs only the hidden states of a few layers. transformers'
+generic forward costs about a millisecond of Python per layer call (attention
+mask construction, output recording hooks, keyword plumbing) and computes every
+padded position. For the architectures listed in :data:`LEAN_MODEL_TYPES` this
+module runs the same computation directly:
+
+- the model's own embedding module on the padded batch;
+- then, per transformer layer, its own ``nn.Linear`` / ``LayerNorm`` /
+  activation modules on the *packed* real tokens only (``(n_tokens, hidden)``,
+  no padding rows, their count rounded up to a multiple of 16 on the CPU),
+  so the matrix multiplies - almost all of the time - do no wasted work;
+- attention on the padded ``(batch, heads, length, head_size)`` layout with
+  the padded keys masked: the formula of transformers' eager attention for
+  short batches, PyTorch's fused attention for long ones.
+
+Calling the modules (rather than reading their weights) keeps backends that
+replace them working: dynamic int8 swaps ``nn.Linear`` for a quantised module.
+Plain float32 linear layers on the CPU can instead run oneDNN's kernel
+(``onednn=True``), which on CPUs where the BLAS lacks an AVX-512 path is more
+than twice as fast; the exact GELU is then fused into it.
+Outputs equal transformers' forward within float32 rounding (tests compare them
+to 1e-5 for every type in :data:`LEAN_MODEL_TYPES`); hidden states at padded positions are
+zero instead of transformers' unused values, and pooling never reads them.
+
+Everything else - other architectures, attention maps for attention pooling -
+goes through transformers' forward (see :meth:`skbert._model.backend.LoadedModel.hidden_states`).
+"""
+
+import math
+from typing import NamedTuple
+
+__all__ = ["LEAN_MODEL_TYPES", "lean_layers", "lean_hidden_states", "onednn_linear_available"]
+
+#: ``config.model_type`` values whose encoders the lean pass runs.
+LEAN_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "distilbert")
+
+
+#: Up to this padded length attention is two matrix multiplies and a softmax
+#: (the fastest for short texts on the CPU); longer batches use PyTorch's fused
+#: ``scaled_dot_product_attention``, which never builds the length x length
+#: scores (1.2-1.6x faster at 512 tokens).
+MATMUL_ATTENTION_MAX_LENGTH = 64
+
+
+class LayerParts(NamedTuple):
+    """The modules of one post-LayerNorm transformer layer, in order of use."""
+
+    query: object
+    key: object
+    value: object
+    attention_output: object
+    attention_norm: object
+    ffn_input: object
+    activation: object
+    ffn_output: object
+    output_norm: object
+    n_heads: int
+    scaling: float
+    #: Some linear module is a plain float32 ``nn.Linear`` (not, say, int8).
+    plain: bool = False
+    #: The activation is the exact (erf) GELU, which oneDNN can fuse.
+    exact_gelu: bool = False
+
+
+def _describe(parts):
+    """Fill in :attr:`LayerParts.plain` and :attr:`LayerParts.exact_gelu`."""
+    import torch
+
+    linears = (parts.query, parts.key, parts.value, parts.attention_output,
+               parts.ffn_input, parts.ffn_output)
+    plain = any(_is_plain(m) for m in linears)
+    act = parts.activation
+    exact_gelu = (
+        type(act).__name__ == "GELUActivation" and getattr(act, "act", None) is torch.nn.functional.gelu
+    ) or type(act) is torch.nn.GELU and getattr(act, "approximate", "none") == "none"
+    return parts._replace(plain=plain, exact_gelu=exact_gelu)
+
+
+def _bert_parts(layer):
+    attention = layer.attention.self
+    n_heads = int(attention.num_attention_heads)
+    head_size = int(attention.attention_head_size)
+    return LayerParts(
+        attention.query,
+        attention.key,
+        attention.value,
+        layer.attention.output.dense,
+        layer.attention.output.LayerNorm,
+        layer.intermediate.dense,
+        layer.intermediate.intermediate_act_fn,
+        layer.output.dense,
+        layer.output.LayerNorm,
+        n_heads,
+        float(getattr(attention, "scaling", head_size**-0.5)),
+    )
+
+
+def _distilbert_parts(layer):
+    attention = layer.attention
+    n_heads = int(attention.n_heads)
+    head_size = int(attention.dim) // n_heads
+    return LayerParts(
+        attention.q_lin,
+        attention.k_lin,
+        attention.v_lin,
+        attention.out_lin,
+        layer.sa_layer_norm,
+        layer.ffn.lin1,
+        layer.ffn.activation,
+        layer.ffn.lin2,
+        layer.output_layer_norm,
+        n_heads,
+        float(getattr(attention, "scaling", head_size**-0.5)),
+    )
+
+
+def lean_layers(model):
+    """The :class:`LayerParts` of every layer of ``model``, or None if unsupported.
+
+    Supported: encoder-only models of the types in :data:`LEAN_MODEL_TYPES`
+    with absolute position embeddings, no cross-attention and the standard
+    layer layout. Anything else returns None and runs through transformers.
+    """
+    config = getattr(model, "config", None)
+    model_type = getattr(config, "model_type", None)
+    if model_type not in LEAN_MODEL_TYPES:
+        return None
+    if getattr(config, "is_decoder", False) or getattr(config, "add_cross_attention", False):
+        return None
+    if getattr(config, "position_embedding_type", "absolute") not in (None, "absolute"):
+        return None
+    if model_type == "distilbert" and getattr(config, "sinusoidal_pos_embds", False):
+        # Fixed sinusoidal tables are still looked up by the embedding module,
+        # so they would work; kept on the reference path until tested.
+        return None
+    try:
+        if model_type == "distilbert":
+            layers = model.transformer.layer
+            parts = [_distilbert_parts(layer) for layer in layers]
+        else:
+            layers = model.encoder.layer
+            parts = [_bert_parts(layer) for layer in layers]
+    except AttributeError:
+        return None
+    return [_describe(p) for p in parts]
+
+
+_ONEDNN_OK = None
+
+
+def onednn_linear_available():
+    """Whether torch's oneDNN float32 linear kernel runs here and agrees with ``F.linear``.
+
+    On the CPU, ``torch.nn.functional.linear`` calls the BLAS (MKL), which on
+    some CPUs (AMD Zen, where MKL takes its AVX2 path) reaches less than half
+    of the float32 throughput that oneDNN's AVX-512 kernels reach. The check
+    runs once per process; any error or disagreement beyond float32 rounding
+    turns the kernel off.
+    """
+    global _ONEDNN_OK
+    if _ONEDNN_OK is None:
+        _ONEDNN_OK = _check_onednn()
+    return _ONEDNN_OK
+
+
+def _check_onednn():
+    import torch
+
+    if not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(5, 3, 16, generator=gen)
+        w = torch.randn(24, 16, generator=gen)
+        b = torch.randn(24, generator=gen)
+        with torch.inference_mode():
+            plain = _onednn_linear(x, w, b)
+            gelu = _onednn_linear(x, w, b, gelu=True)
+            want = torch.nn.functional.linear(x, w, b)
+        return bool(
+            torch.allclose(plain, want, rtol=1e-5, atol=1e-5)
+            and torch.allclose(gelu, torch.nn.functional.gelu(want), rtol=1e-5, atol=1e-5)
+        )
+    except Exception:  # noqa: BLE001 - any failure means "use F.linear"
+        return False
+
+
+def _onednn_linear(x, weight, bias, *, gelu=False):
+    import torch
+
+    if gelu:  # exact (erf) GELU fused into the kernel
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "gelu", [], "none")
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
+def _embed(model, inputs):
+    if model.config.model_type == "distilbert":
+        return model.embeddings(input_ids=inputs["input_ids"])
+    kwargs = {"input_ids": inputs["input_ids"]}
+    if "token_type_ids" in inputs:
+        kwargs["token_type_ids"] = inputs["token_type_ids"]
+    return model.embeddings(**kwargs)
+
+
+#: On the CPU, packed rows are padded to a multiple of this many (with copies
+#: of the first token, computed and dropped), so that a corpus produces few
+#: distinct matrix shapes: oneDNN caches one kernel per shape (and rebuilds
+#: them when more shapes than its cache holds come by), and the allocator
+#: reuses its blocks. Without it, 100,000 short texts left about 400 MiB of
+#: such state behind and ran slower; the cost is under 1 % more rows.
+ROW_BUCKET = 16
+
+
+class _Packing:
+    """Where a padded batch's real tokens are, and the packed rows' order.
+
+    Packed rows are the real tokens in order, then ``rows - n`` copies of the
+    first one up to a multiple of :data:`ROW_BUCKET`.
+    """
+
+    def __init__(self, mask):
+        import torch
+
+        self.batch, self.length = mask.shape
+        real = mask.reshape(-1) != 0
+        full = bool(real.all())
+        if full:
+            index = torch.arange(self.batch * self.length, device=mask.device)
+        else:
+            index = real.nonzero().squeeze(1)
+        self.n = int(index.numel())
+        bucket = ROW_BUCKET if mask.device.type == "cpu" else 1
+        rows = -(-self.n // bucket) * bucket
+        #: Packed rows are exactly the flattened padded batch (nothing to move).
+        self.identity = full and rows == self.n
+        self.index = index
+        if rows > self.n:
+            index = torch.cat([index, index[:1].expand(rows - self.n)])
+        self.gather_index = index
+        #: (batch, 1, 1, length) True at padded keys, or None without padding.
+        self.pad_keys = None if full else (mask == 0)[:, None, None, :]
+
+    def pack(self, x):
+        """``(batch * length, d)`` -> packed ``(rows, d)``."""
+        return x if self.identity else x.index_select(0, self.gather_index)
+
+    def unpack(self, x):
+        """Packed ``(rows, d)`` -> ``(batch * length, d)``, zero at padding."""
+        if self.identity:
+            return x
+        full = x.new_zeros(self.batch * self.length, x.shape[1])
+        return full.index_copy_(0, self.index, x[: self.n])
+
+
+def _attention(q, k, v, *, packing, n_heads, scaling):
+    """Multi-head attention of packed ``q, k, v`` (``(rows, hidden)``) rows.
+
+    The rows are scattered into the padded layout, attended with the padded
+    keys masked, and gathered back.
+    """
+    import torch
+
+    batch, length, hidden = packing.batch, packing.length, q.shape[-1]
+    qkv = packing.unpack(torch.cat((q, k, v), dim=1))
+    qkv = qkv.view(batch, length, 3, n_heads, hidden // n_heads).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv[0], qkv[1], qkv[2]
+    if length > MATMUL_ATTENTION_MAX_LENGTH:
+        keep = None if packing.pad_keys is None else ~packing.pad_keys
+        context = torch.nn.functional.scaled_dot_product_attention(
+            q, k, v, attn_mask=keep, scale=scaling
+        )
+    else:
+        scores = torch.matmul(q, k.transpose(-1, -2)) * scaling
+        if packing.pad_keys is not None:
+            scores = scores.masked_fill(packing.pad_keys, -math.inf)
+        context = torch.matmul(torch.softmax(scores, dim=-1), v)
+    context = context.transpose(1, 2).reshape(batch * length, hidden)
+    return packing.pack(context)
+
+
+def _is_plain(module):
+    import torch
+
+    return type(module) is torch.nn.Linear and module.weight.dtype == torch.float32
+
+
+def _layer(parts, h, packing, onednn=False):
+    """One post-LayerNorm transformer layer on packed rows ``h``."""
+    if onednn:
+
+        def linear(module, x):
+            if _is_plain(module):
+                return _onednn_linear(x, module.weight, module.bias)
+            return module(x)
+
+        def ffn_input(x):
+            module = parts.ffn_input
+            if parts.exact_gelu and _is_plain(module):
+                return _onednn_linear(x, module.weight, module.bias, gelu=True)
+            return parts.activation(linear(module, x))
+    else:
+
+        def linear(module, x):
+            return module(x)
+
+        def ffn_input(x):
+            return parts.activation(parts.ffn_input(x))
+
+    context = _attention(
+        linear(parts.query, h), linear(parts.key, h), linear(parts.value, h),
+        packing=packing, n_heads=parts.n_heads, scaling=parts.scaling,
+    )
+    a = parts.attention_norm(linear(parts.attention_output, context) + h)
+    return parts.output_norm(linear(parts.ffn_output, ffn_input(a)) + a)
+
+
+def lean_hidden_states(model, parts, inputs, layers, *, onednn=False):
+    """Hidden states ``layers`` of ``model`` for one padded batch.
+
+    Parameters
+    ----------
+    model : transformers.PreTrainedModel
+        In eval mode; :func:`lean_layers` returned ``parts`` for it.
+    parts : list of LayerParts
+    inputs : dict of tensors
+        ``input_ids``, ``attention_mask`` (and ``token_type_ids``), padded.
+    layers : list of int
+        Hidden-state indices (0 = embedding output); only the layers up to
+        the deepest one run.
+    onednn : bool, default=False
+        Run plain float32 linear layers with oneDNN's kernel (CPU only; see
+        :func:`onednn_linear_available`), the GELU fused into the first
+        feed-forward one.
+
+    Returns
+    -------
+    list of tensors of shape (batch, length, hidden), in the order of ``layers``;
+    zero at padded positions.
+    """
+    packing = _Packing(inputs["attention_mask"])
+    batch, length = packing.batch, packing.length
+    embedded = _embed(model, inputs)
+    hidden = embedded.shape[-1]
+    h = packing.pack(embedded.reshape(batch * length, hidden))
+
+    def unpacked(x):
+        return packing.unpack(x).view(batch, length, hidden)
+
+    wanted = set(int(i) for i in layers)
+    found = {}
+    if 0 in wanted:
+        found[0] = embedded if packing.identity else unpacked(h)
+    for i in range(max(wanted)):
+        h = _layer(parts[i], h, packing, onednn=onednn)
+        if i + 1 in wanted:
+            found[i + 1] = unpacked(h)
+    return [found[int(i)] for i in layers]
