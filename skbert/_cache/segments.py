@@ -279,28 +279,26 @@ def _put(fs, path, data):
         fs.pipe_file(path, data)
 
 
-def _listing(fs, path):
-    """``{name: info}`` of the objects directly in ``path`` (fresh, not cached)."""
+def _fresh(list_objects, fs, path):
+    """``list_objects(path, detail=True)`` past fsspec's listing cache; None when missing."""
     with contextlib.suppress(Exception):
         fs.invalidate_cache(path)
     try:
-        items = fs.ls(path, detail=True)
+        return list_objects(path, detail=True)
     except FileNotFoundError:
-        return {}
-    out = {}
-    for info in items:
-        name = info["name"].rstrip("/").rsplit("/", 1)[-1]
-        out[name] = info
-    return out
+        return None
+
+
+def _listing(fs, path):
+    """``{name: info}`` of the objects directly in ``path`` (fresh, not cached)."""
+    items = _fresh(fs.ls, fs, path) or []
+    return {info["name"].rstrip("/").rsplit("/", 1)[-1]: info for info in items}
 
 
 def _find(fs, root):
     """Every object under ``root`` as ``{relative path: info}`` (one recursive listing)."""
-    with contextlib.suppress(Exception):
-        fs.invalidate_cache(root)
-    try:
-        found = fs.find(root, detail=True)
-    except FileNotFoundError:
+    found = _fresh(fs.find, fs, root)
+    if found is None:
         return {}
     base = fs._strip_protocol(root).rstrip("/") + "/"
     out = {}
@@ -399,18 +397,24 @@ class _KindState:
         self.merged = (keys[order], sids[order], rows[order])
         self.recent = []
 
-    def lookup(self, q):
-        """Segment id and row of each key in ``q`` (S32 array); -1 where absent."""
-        n = len(q)
-        sid = np.full(n, -1, dtype=np.int64)
-        row = np.zeros(n, dtype=np.int64)
-        runs = []
-        if self.merged is not None:
-            runs.append(self.merged)
+    def _search(self, q):
+        """Empty results for ``q`` (ids -1), and the sorted key runs to look in.
+
+        Each run is ``(keys, segment ids, rows)``: the merged index first, then
+        each recent live segment as ``(keys, None, its id)``.
+        """
+        sid = np.full(len(q), -1, dtype=np.int64)
+        row = np.zeros(len(q), dtype=np.int64)
+        runs = [] if self.merged is None else [self.merged]
         for i in self.recent:
             seg = self.segments[i]
             if seg.n and not seg.gone:
                 runs.append((seg.keys, None, i))
+        return sid, row, runs
+
+    def lookup(self, q):
+        """Segment id and row of each key in ``q`` (S32 array); -1 where absent."""
+        sid, row, runs = self._search(q)
         gone = np.array([s.gone for s in self.segments] + [True], dtype=bool)
         for keys, sids, rows in runs:
             todo = np.flatnonzero(sid < 0)
@@ -435,16 +439,7 @@ class _KindState:
         """As :meth:`lookup`, vectorised (used when nothing is dead or gone)."""
         if self.dead or any(s.gone for s in self.segments):
             return self.lookup(q)
-        n = len(q)
-        sid = np.full(n, -1, dtype=np.int64)
-        row = np.zeros(n, dtype=np.int64)
-        runs = []
-        if self.merged is not None:
-            runs.append(self.merged)
-        for i in self.recent:
-            seg = self.segments[i]
-            if seg.n:
-                runs.append((seg.keys, None, i))
+        sid, row, runs = self._search(q)
         for keys, sids, rows in runs:
             todo = np.flatnonzero(sid < 0)
             if not len(todo):

