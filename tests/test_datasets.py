@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 
 from skbert import datasets
-from skbert.exceptions import DatasetChecksumError
 from skbert.datasets import get_data_home, load_imdb, load_sst2, load_stsb, load_trec
+from skbert.exceptions import DatasetChecksumError
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -9,8 +9,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 
-from skbert import BertLayerSelector, BertVectorizer, probe_layers
-from skbert import probing
+from skbert import BertLayerSelector, BertVectorizer, probe_layers, probing
 from skbert._model.backend import forward_counts
 from skbert._testing import TINY_WORDS, make_tiny_model
 

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 import skbert
-from skbert import BertVectorizer, WhiteningWarning
-from skbert import _whitening
+from skbert import BertVectorizer, WhiteningWarning, _whitening
 from skbert._whitening import Whitener
 
 

@@ -26,11 +26,11 @@ from sklearn.base import clone
 
 import skbert
 from skbert import BertVectorizer, FeatureCacheWarning, cache_clear, cache_info, cache_verify
-from skbert._model import backend as _backend
 from skbert._cache.format import FORMAT_VERSION, STORE_DIR
 from skbert._cache.local import FeatureCache
-from skbert.cli.cache import add_cache_parser
+from skbert._model import backend as _backend
 from skbert._testing import TINY_WORDS, make_tiny_model
+from skbert.cli.cache import add_cache_parser
 
 
 # --------------------------------------------------------------------- helpers

@@ -27,8 +27,8 @@ import numpy as np
 import pytest
 
 from skbert import BertVectorizer, FeatureCacheWarning, cache_clear, cache_info, cache_verify
-from skbert._model import backend as _backend
 from skbert._cache.format import STORE_DIR
+from skbert._model import backend as _backend
 from skbert._testing import TINY_WORDS
 
 _CHILD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}

@@ -15,10 +15,10 @@ import pytest
 from sklearn.base import clone
 
 from skbert import BertVectorizer, FeatureCacheWarning, cache_clear
-from skbert._model import backend as _backend
 from skbert._cache import local as _cache
 from skbert._cache import memory as _memory_layer
 from skbert._cache.local import FeatureCache
+from skbert._model import backend as _backend
 from skbert._testing import TINY_WORDS
 
 ENV = _memory_layer.ENV_VAR

@@ -32,8 +32,8 @@ from skbert import (
     cache_info,
     cache_verify,
 )
-from skbert._model import backend as _backend
 from skbert._cache import segments as ss
+from skbert._model import backend as _backend
 from skbert._testing import TINY_WORDS
 
 

@@ -7,9 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from skbert import BertVectorizer
+from skbert import BertVectorizer, cli
 from skbert._model import backend as _backend
-from skbert import cli
 
 
 def _skbert(*args, stdin=None):

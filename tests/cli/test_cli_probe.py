@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from skbert import cli
-from skbert.cli.probe import default_cache_dir
 from skbert._testing import TINY_WORDS
+from skbert.cli.probe import default_cache_dir
 
 SIGNAL = "excellent"
 

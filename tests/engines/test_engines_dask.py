@@ -13,7 +13,11 @@ import pytest
 
 from skbert import BertVectorizer, cache_info, cache_verify
 from skbert._testing import (
-    WORKER_ENV, ForwardLog, check_gridsearch_on_cluster, labelled_corpus, random_corpus,
+    WORKER_ENV,
+    ForwardLog,
+    check_gridsearch_on_cluster,
+    labelled_corpus,
+    random_corpus,
     small_grid_search,
 )
 

@@ -15,7 +15,11 @@ import pytest
 
 from skbert import BertVectorizer, cache_info
 from skbert._testing import (
-    WORKER_ENV, ForwardLog, check_gridsearch_on_cluster, labelled_corpus, random_corpus,
+    WORKER_ENV,
+    ForwardLog,
+    check_gridsearch_on_cluster,
+    labelled_corpus,
+    random_corpus,
 )
 
 ray = pytest.importorskip("ray")

@@ -22,15 +22,18 @@ pytest.importorskip("moto.server")
 pytest.importorskip("s3fs")
 pd = pytest.importorskip("pandas")
 
+import dask.dataframe as dd  # noqa: E402
+
 from skbert import BertVectorizer, cache_copy, cache_info, cache_verify  # noqa: E402
-from skbert._model import backend as _backend  # noqa: E402
 from skbert._cache import segments as ss  # noqa: E402
+from skbert._model import backend as _backend  # noqa: E402
 from skbert._testing import (
-    WORKER_ENV, ForwardLog, random_corpus, small_grid_search,
+    WORKER_ENV,
+    ForwardLog,
+    random_corpus,
+    small_grid_search,
 )  # noqa: E402
 from skbert.engines import dask as skdask  # noqa: E402
-
-import dask.dataframe as dd  # noqa: E402
 
 pytestmark = pytest.mark.engines
 

@@ -8,8 +8,8 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 from skbert import BertVectorizer, TruncationWarning
-from skbert._model.backend import forward_counts
 from skbert._extraction.chunking import split_documents
+from skbert._model.backend import forward_counts
 
 WORDS = "good bad movie film story plot actor music scene day".split()
 

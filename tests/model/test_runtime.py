@@ -12,12 +12,17 @@ import numpy as np
 import pytest
 
 from skbert import BertVectorizer
-from skbert._model import backend as _backend
-from skbert._model.backend import ModelSpec
-from skbert._model.runtime import deepest_layer
 from skbert._extraction import ExtractionSpec
 from skbert._extraction.batches import iter_statistics, resolve_batching
-from skbert._model.runtime import find_layer_list, is_out_of_memory, thread_budget, truncated
+from skbert._model import backend as _backend
+from skbert._model.backend import ModelSpec
+from skbert._model.runtime import (
+    deepest_layer,
+    find_layer_list,
+    is_out_of_memory,
+    thread_budget,
+    truncated,
+)
 
 torch = pytest.importorskip("torch")
 
@@ -186,8 +191,8 @@ def test_threads_never_raised(tiny_model, texts, monkeypatch):
 def _worker_threads(path, texts):
     import torch
 
-    from skbert._model.backend import ModelSpec, load_model
     from skbert._extraction.batches import iter_statistics
+    from skbert._model.backend import ModelSpec, load_model
 
     loaded = load_model(ModelSpec(path), "cpu")
     during = [
