@@ -104,7 +104,6 @@ def pip_requirements(estimator):
     >>> pip_requirements(BertVectorizer(tiny_model))  # doctest: +ELLIPSIS
     ['skbert==...']
     """
-
     skbert_version = _distribution_version("skbert") or __version__
     requirements = [f"skbert=={skbert_version}"]
     needs_default = any(
@@ -127,7 +126,6 @@ def _sha256(data):
 
 def _model_folder(spec):
     """The local folder of the model named by ``spec`` (hub ids: the hub cache)."""
-
     path = resolve_model(spec)
     if Path(path).is_dir():
         return Path(path)

@@ -1,10 +1,12 @@
 """BertVectorizer: frozen transformer features as scikit-learn hyperparameters.
 
 Parameters, validation and orchestration only; the data path reads straight
-through: texts -> validation (:mod:`._validation`) -> model forward and pooled
-statistics (:mod:`skbert._extraction.batches`, :mod:`skbert._extraction.pooling`) -> assembly of the
-requested layers and pooling (:mod:`skbert._extraction.assembly`) -> whitening
-(:mod:`._whitening`) -> L2 normalisation.
+through: texts -> validation (:mod:`skbert._validation`) -> feature cache
+(:mod:`skbert._extraction.cached`, on :mod:`skbert._cache`) -> model forward and
+pooled statistics (:mod:`skbert._extraction.batches`,
+:mod:`skbert._extraction.pooling`) -> assembly of the requested layers and
+pooling (:mod:`skbert._extraction.assembly`) -> whitening
+(:mod:`skbert._whitening`) -> L2 normalisation.
 """
 
 import numbers
@@ -58,6 +60,21 @@ __all__ = ["BertVectorizer"]
 # check_dict_unchanged, joblib.hash of a fitted instance); estimators hash by
 # identity, and an entry goes away with its instance.
 _LAST_CACHE_STATS = weakref.WeakKeyDictionary()
+
+
+def _consume(batches, use):
+    """Call ``use(*batch)`` on each batch of the generator ``batches``.
+
+    Returns the generator's own return value: the feature cache's counts of
+    the call (see :func:`skbert._extraction.cached.iter_cached_statistics`),
+    or None when no cache was used.
+    """
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration as done:
+            return done.value
+        use(*batch)
 
 
 class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -427,15 +444,13 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
             inverse[i] = unique.setdefault(text, len(unique))
         unique_texts = list(unique)
         out = np.empty((len(unique_texts), n_sel, dim), dtype=np.float32)
-        batches = self._iter_statistics(unique_texts)
-        while True:
-            try:
-                positions, stats, _ = next(batches)
-            except StopIteration as done:  # the cache's counts, or None
-                if done.value is not None:
-                    _LAST_CACHE_STATS[self] = done.value
-                break
+
+        def pool(positions, stats, _):
             out[positions] = pool_layers(stats, self.pooling_, self.exclude_special_tokens)
+
+        report = _consume(self._iter_statistics(unique_texts), pool)
+        if report is not None:
+            _LAST_CACHE_STATS[self] = report
         if len(unique_texts) == len(texts):
             return out
         return out[inverse]
@@ -460,7 +475,6 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         return (yield from self._iter_unit_statistics(texts))
 
     def _warn_truncation(self, texts):
-
         n_cut = count_truncated(_backend.load_tokenizer(self._spec()), texts, self.max_length_)
         if n_cut:
             warnings.warn(
@@ -473,7 +487,6 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
 
     def _iter_chunked_statistics(self, texts):
         """Split documents into token windows, encode windows, aggregate per document."""
-
         tokenizer = _backend.load_tokenizer(self._spec())
         totals = {}
         for start in range(0, len(texts), DOC_BLOCK):
@@ -484,20 +497,19 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
             index, owners = {}, []
             for windows in doc_windows:
                 owners.append([index.setdefault(w, len(index)) for w in windows])
-            stats = counts = None
-            windows = self._iter_unit_statistics(list(index), pretokenized=True)
-            while True:
-                try:
-                    positions, st, ct = next(windows)
-                except StopIteration as done:
-                    # The cache reports per call of the window path: sum over blocks.
-                    for name, value in (done.value or {}).items():
-                        totals[name] = totals.get(name, 0) + value
-                    break
-                if stats is None:
-                    stats = np.empty((len(index),) + st.shape[1:], dtype=np.float32)
-                    counts = np.empty((len(index), ct.shape[1]), dtype=np.int64)
-                stats[positions], counts[positions] = st, ct
+            windows = {}
+
+            def keep(positions, st, ct):
+                if not windows:
+                    windows["stats"] = np.empty((len(index),) + st.shape[1:], dtype=np.float32)
+                    windows["counts"] = np.empty((len(index), ct.shape[1]), dtype=np.int64)
+                windows["stats"][positions], windows["counts"][positions] = st, ct
+
+            report = _consume(self._iter_unit_statistics(list(index), pretokenized=True), keep)
+            # The cache reports per call of the window path: sum over blocks.
+            for name, value in (report or {}).items():
+                totals[name] = totals.get(name, 0) + value
+            stats, counts = windows["stats"], windows["counts"]
             doc_stats = np.empty((len(block),) + stats.shape[1:], dtype=np.float32)
             doc_counts = np.empty((len(block), counts.shape[1]), dtype=np.int64)
             for d, own in enumerate(owners):
@@ -631,7 +643,6 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
 
     def _resolve_embedding_config(self, st_config):
         """Pooling, normalisation and prompt: given, or the model's own ("auto")."""
-
         if "auto" in (self.pooling, self.normalize):
             warn_unsupported(self._spec(), st_config)
         own_pooling = st_config.pooling if st_config is not None else None

@@ -357,7 +357,6 @@ class _BatchRunner:
 
     def launch(self, prepared):
         """Forward pass and pooling on the device; returns device tensors."""
-
         (chunk, local), enc, special = prepared
         device = self.loaded.device
         inputs = {k: v.to(device) for k, v in enc.items() if k in self.names}

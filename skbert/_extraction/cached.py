@@ -1,9 +1,10 @@
 """Extraction through the feature cache: look up every text, run the model on misses only.
 
-The cache (:mod:`skbert._cache.local`) stores, per text, the pooled statistics of
-*every* hidden state (see :mod:`skbert._extraction.pooling`), so that any later choice of
-layers, layer combination, pooling or special-token handling is assembled
-from the cache without running the model again. Two kinds of entries exist:
+The feature store (:mod:`skbert._cache`) keeps, per text, the pooled
+statistics of *every* hidden state (see :mod:`skbert._extraction.pooling`), so
+that any later choice of layers, layer combination, pooling or special-token
+handling is assembled from the store without running the model again. Three
+kinds of entries exist:
 
 ``"base"``
     ``(n_hidden_states, 5, hidden)``: cls, mean, mean_content, max,
@@ -53,7 +54,7 @@ __all__ = [
 
 #: Cached entries are read in chunks of about this many bytes.
 CHUNK_BYTES = 32 << 20
-#: The optional entry kinds: name, statistic group (slot range in :mod:`skbert._extraction.pooling`).
+#: The optional entry kinds (statistic groups of :mod:`skbert._extraction.pooling`).
 _OPTIONAL_KINDS = ("attn", "pos")
 #: Texts claimed and computed together (see :func:`_compute_misses`): the
 #: extraction's tokenisation chunk, so batches are planned as without claims.

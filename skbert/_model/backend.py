@@ -544,7 +544,6 @@ class LoadedModel:
             With ``output_attentions``: the maps of the layer producing each
             hidden state (layer 1's for hidden state 0).
         """
-
         layers = [int(i) for i in layers]
         if self.lean is not None and not output_attentions:
             import torch
@@ -574,7 +573,6 @@ class LoadedModel:
         ``hidden_states`` then has ``num_layers + 1`` entries, equal to the
         full pass's first ones. The pooler never runs.
         """
-
         _record_forward(int(inputs["input_ids"].shape[0]))
         # Compiled layers cannot return attention maps: those run eagerly.
         eager = eager_layers(self.model) if output_attentions else contextlib.nullcontext()

@@ -239,7 +239,6 @@ def _int8_exempt(model):
     back to float32's accuracy (benchmarks/accuracy.py). Architectures the
     lean pass does not know are quantised whole.
     """
-
     parts = lean_layers(model) or []
     return {id(p.ffn_output) for p in parts}
 

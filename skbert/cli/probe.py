@@ -119,7 +119,6 @@ def _add_data_options(p, *, optional):
 
 
 def _add_grid_options(p, *, poolings, whitening, cs):
-
     group = p.add_argument_group("search grid")
     group.add_argument("--layers", type=layers_arg, default="all", help="layers to probe: 'all' (default), an index, or comma-separated indices; 0 is the embedding output")
     group.add_argument("--pooling", type=_choice_list(_POOLINGS, "poolings"), default=poolings, metavar="LIST", help=f"comma-separated poolings among {', '.join(_POOLINGS)} (default: {','.join(poolings)})")
@@ -136,7 +135,6 @@ def _add_grid_options(p, *, poolings, whitening, cs):
 
 
 def _add_model_options(p):
-
     group = p.add_argument_group("model and cache")
     group.add_argument("--model", default=DEFAULT_MODEL, help="hub id or local folder (default: %(default)s, bundled offline)")
     group.add_argument("--revision", default=None, help="hub revision to load")
@@ -251,7 +249,6 @@ def add_probe_parsers(subparsers):
 
 # ---------------------------------------------------------------- helpers
 def _load_data(args):
-
     if args.data is None:
         demo = load_demo()
         return list(demo.data), [str(t) for t in demo.target], "bundled demo reviews (skbert.datasets.load_demo)"
@@ -287,7 +284,6 @@ def _check_labels(labels, folds, source):
 
 
 def _check_scoring(scoring):
-
     if scoring is None:
         return None
     from sklearn.metrics import get_scorer
@@ -418,7 +414,6 @@ def _command_line(args):
 
 # ---------------------------------------------------------------- handlers
 def _run_baseline(args):
-
     started = time.perf_counter()
     if args.save_model:
         check_output_path(args.save_model)
@@ -538,7 +533,6 @@ def _pivot_lines(rows, metric):
 
 
 def _run_probe(args):
-
     for path in (args.output, args.plot):
         if path:
             check_output_path(path)

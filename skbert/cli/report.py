@@ -128,7 +128,6 @@ model.predict(["a new text to classify"])"""
 
 
 def _markdown(context, rows, plot_name):
-
     def table(head, body):
         out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
         out += ["| " + " | ".join(cell.replace("|", "\\|") for cell in line) + " |" for line in body]
@@ -159,7 +158,6 @@ def _markdown(context, rows, plot_name):
 
 
 def _html(context, rows, plot_name):
-
     e = html.escape
 
     def table(head, body, cls=""):
@@ -214,7 +212,6 @@ def write_report(directory, table, context, *, fmt="markdown"):
     -------
     report_path, plot_path : str, str or None
     """
-
     directory = Path(directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)

@@ -147,7 +147,6 @@ def fill_store(vectorizer, texts):
     report : dict
         ``texts``, ``hits`` and ``misses`` (unique texts) of this call.
     """
-
     if not texts:
         return {"texts": 0, "hits": 0, "misses": 0}
     vec = copy.copy(vectorizer)  # last_cache_stats_ is per call, not shared by threads

@@ -50,17 +50,23 @@ def test_pickle_only_weights_need_explicit_opt_in(tmp_path, texts):
     np.testing.assert_allclose(opted, BertVectorizer(str(src)).fit_transform(texts), atol=1e-6)
 
 
-def test_unknown_hub_id_offline_fails_clearly():
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
+def _fit_unknown_hub_id(env, model="org/does-not-exist"):
+    """Fit on a hub id that exists nowhere, in a fresh process; prints the OSError."""
     code = (
         "from skbert import BertVectorizer\n"
         "try:\n"
-        "    BertVectorizer('skbert-tests/no-such-model').fit(['x'])\n"
+        f"    BertVectorizer({model!r}).fit(['x'])\n"
         "except OSError as e:\n"
         "    print('OSError', e)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert "OSError" in out.stdout, out.stderr
+    return out
+
+
+def test_unknown_hub_id_offline_fails_clearly():
+    out = _fit_unknown_hub_id(dict(os.environ, HF_HUB_OFFLINE="1"), "skbert-tests/no-such-model")
+    assert "skbert-tests/no-such-model" in out.stdout
 
 
 def test_model_loaded_once_per_process(tiny_model, texts):
@@ -272,20 +278,6 @@ def test_vectorizer_without_learned_state_warns_when_model_changed(tmp_path, tex
 
 
 # ------------------------------------------------------------ clear messages
-def _fit_unknown_hub_id(env):
-    """Fit on a hub id that exists nowhere, in a fresh process; prints the OSError."""
-    code = (
-        "from skbert import BertVectorizer\n"
-        "try:\n"
-        "    BertVectorizer('org/does-not-exist').fit(['x'])\n"
-        "except OSError as e:\n"
-        "    print('OSError', e)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    assert "OSError" in out.stdout, out.stderr
-    return out
-
-
 def test_hub_id_offline_names_the_remedies(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(tmp_path / "hub"))
     out = _fit_unknown_hub_id(env)
