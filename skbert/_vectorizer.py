@@ -186,10 +186,13 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
     device : str, default="auto"
         "auto" picks "cuda", then "mps", then "cpu"; resolved into ``device_``.
     dtype : {"float32", "float16", "bfloat16"}, default="float32"
-        Compute dtype of the forward pass (autocast). Pooling always
-        accumulates in float32. Reduced precision is slower on most CPUs;
-        on a GPU float16/bfloat16 are faster and approximate (see the
-        performance guide for their accuracy).
+        Compute dtype of the forward pass. "float16"/"bfloat16" convert the
+        transformer layers' linear weights once (a copy of the model per
+        dtype) and run the matrix products and attention in that dtype;
+        embeddings, LayerNorms and pooling stay float32. Approximate: on a
+        GPU both are faster; on a CPU, bfloat16 pays only where the CPU has
+        bfloat16 instructions (``amx_bf16`` or ``avx512_bf16`` in
+        ``lscpu``), float16 almost nowhere (see the performance guide).
     backend : {"torch", "compile", "int8"}, default="torch"
         How the forward pass runs. "torch": eager PyTorch, exact.
         "compile": ``torch.compile`` of each layer (needs a C compiler on the
@@ -428,7 +431,7 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
     def _loaded(self):
         # A fitted instance loaded on another machine falls back to the CPU.
         device = _backend.usable_device(self.device_, type(self).__name__)
-        return _backend.load_model(self._spec(), device, backend=self.backend)
+        return _backend.load_model(self._spec(), device, backend=self.backend, dtype=self.dtype)
 
     # ------------------------------------------------------------- data path
     def _pooled(self, texts):
@@ -561,6 +564,10 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
             # Which layers are quantised changes the values: a new scheme
             # never reads entries of an older one.
             extra["int8_scheme"] = _runtime.INT8_SCHEME
+        if spec.dtype not in (None, "float32"):
+            # How reduced precision runs (weights converted once, norms in
+            # float32) changes the values: a new recipe never reads older entries.
+            extra["precision"] = _runtime.PRECISION_SCHEME
         if spec.pretokenized:
             # Token windows of chunked documents are keyed by their exact ids.
             extra["input"] = "token_windows"

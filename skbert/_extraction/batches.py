@@ -8,7 +8,6 @@ with the positions of its texts, so the caller can restore input order and
 memory stays bounded by one batch.
 """
 
-import contextlib
 import logging
 
 import numpy as np
@@ -113,15 +112,6 @@ def token_lengths(tokenizer, texts, *, max_length, chunk=4096):
     return out
 
 
-def _autocast(device, dtype):
-    import torch
-
-    if dtype in (None, "float32"):
-        return contextlib.nullcontext()
-    device_type = str(device).split(":")[0]
-    return torch.autocast(device_type=device_type, dtype=getattr(torch, dtype))
-
-
 def iter_statistics(texts, loaded, spec):
     """Yield pooled statistics for ``texts``, batch by batch.
 
@@ -153,6 +143,11 @@ def iter_statistics(texts, loaded, spec):
 
     if not texts:
         return
+    if (loaded.dtype or "float32") != (spec.dtype or "float32"):
+        raise ValueError(
+            f"The model was loaded for dtype={loaded.dtype!r} but the extraction asks for "
+            f"dtype={spec.dtype!r}; load it with load_model(..., dtype={spec.dtype!r})."
+        )
     batch_size, max_batch_tokens = resolve_batching(
         loaded.device, spec.batch_size, spec.max_batch_tokens
     )
@@ -360,10 +355,9 @@ class _BatchRunner:
         (chunk, local), enc, special = prepared
         device = self.loaded.device
         inputs = {k: v.to(device) for k, v in enc.items() if k in self.names}
-        with _autocast(device, self.dtype):
-            hidden, attn = self.loaded.hidden_states(
-                inputs, self.layers, output_attentions=self.attention
-            )
+        hidden, attn = self.loaded.hidden_states(
+            inputs, self.layers, output_attentions=self.attention
+        )
         stats, counts = pooled_statistics(
             hidden,
             inputs["attention_mask"],

@@ -20,7 +20,15 @@ from pathlib import Path
 
 from ..exceptions import DeviceFallbackWarning, ModelChangedWarning
 from .encoder import lean_hidden_states, lean_layers, onednn_linear_available
-from .runtime import deepest_layer, eager_layers, prepare_backend, truncated, tune_allocator
+from .runtime import (
+    autocast,
+    deepest_layer,
+    eager_layers,
+    prepare_backend,
+    prepare_precision,
+    truncated,
+    tune_allocator,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -495,13 +503,21 @@ class LoadedModel:
     what this model computes with it.
     """
 
-    def __init__(self, tokenizer, model, device, path, backend="torch", fingerprint=None):
+    def __init__(
+        self, tokenizer, model, device, path, backend="torch", fingerprint=None,
+        dtype="float32", converted=False,
+    ):
         self.tokenizer = tokenizer
         self.model = model
         self.device = device
         self.path = path
         self.backend = backend
         self.fingerprint = fingerprint
+        #: Compute dtype of every forward pass of this copy of the model.
+        self.dtype = dtype
+        #: Whether the layers' linear weights were converted to ``dtype`` once
+        #: (see :func:`skbert._model.runtime.prepare_precision`).
+        self.converted = bool(converted)
         self.lock = threading.RLock()
 
         #: Layer modules for the lean forward pass (see :mod:`skbert._model.encoder`);
@@ -545,21 +561,29 @@ class LoadedModel:
             hidden state (layer 1's for hidden state 0).
         """
         layers = [int(i) for i in layers]
+        reduced = self.dtype not in (None, "float32")
         if self.lean is not None and not output_attentions:
-            import torch
-
             _record_forward(int(inputs["input_ids"].shape[0]))
+            if self.converted:
+                # Weights already in the compute dtype: no autocast, no casts of weights.
+                hidden = lean_hidden_states(
+                    self.model, self.lean, inputs, layers, compute_dtype=self.dtype
+                )
+                return hidden, None
             # Under autocast (reduced precision) the modules run as they are.
-            onednn = self.onednn and not torch.is_autocast_enabled("cpu")
-            hidden = lean_hidden_states(self.model, self.lean, inputs, layers, onednn=onednn)
+            with autocast(self.device, self.dtype):
+                hidden = lean_hidden_states(
+                    self.model, self.lean, inputs, layers, onednn=self.onednn and not reduced
+                )
             return hidden, None
         # Early exit only where the model's hidden states allow it (see _warm_up).
         exact = getattr(self.model, "_skbert_early_exit", True)
-        out = self.forward(
-            inputs,
-            output_attentions=output_attentions,
-            num_layers=deepest_layer(layers) if exact else None,
-        )
+        with autocast(self.device, self.dtype):
+            out = self.forward(
+                inputs,
+                output_attentions=output_attentions,
+                num_layers=deepest_layer(layers) if exact else None,
+            )
         hidden = [out.hidden_states[i] for i in layers]
         attentions = None
         if output_attentions:
@@ -625,7 +649,7 @@ def _warm_up(model, tokenizer, device):
     model._skbert_early_exit = bool(exact)
 
 
-def load_model(spec, device="cpu", backend="torch"):
+def load_model(spec, device="cpu", backend="torch", dtype="float32"):
     """Load (once per process and content) the tokenizer and encoder named by ``spec``.
 
     The registry is keyed by the content the name resolves to now (see
@@ -642,6 +666,9 @@ def load_model(spec, device="cpu", backend="torch"):
     backend : {"torch", "compile", "int8"}, default="torch"
         Execution backend (see :func:`skbert._model.runtime.prepare_backend`);
         each backend gets its own copy of the model.
+    dtype : {"float32", "float16", "bfloat16"}, default="float32"
+        Compute dtype; each gets its own copy, whose linear weights are
+        converted once (see :func:`skbert._model.runtime.prepare_precision`).
 
     Returns
     -------
@@ -650,12 +677,12 @@ def load_model(spec, device="cpu", backend="torch"):
     check_device(device)
     for _ in range(3):
         source = _source(spec)
-        named, key = _keys(spec, source, spec.use_safetensors, str(device), backend)
+        named, key = _keys(spec, source, spec.use_safetensors, str(device), backend, dtype)
         with _LOCK:
             loaded = _lookup(_MODELS, "model", named, key)
             if loaded is not None:
                 return loaded
-            loaded = _load(spec, source, device, backend)
+            loaded = _load(spec, source, device, backend, dtype)
             # What was read from disk must be what the key says.
             if _source(spec).content == source.content:
                 _MODELS[key] = loaded
@@ -667,7 +694,7 @@ def load_model(spec, device="cpu", backend="torch"):
     )
 
 
-def _load(spec, source, device, backend):
+def _load(spec, source, device, backend, dtype="float32"):
     import torch
     from transformers import AutoModel
 
@@ -710,6 +737,7 @@ def _load(spec, source, device, backend):
     _warm_up(model, tokenizer, device)
 
     model = prepare_backend(model, backend, device)
+    converted = prepare_precision(model, dtype, backend)
     return LoadedModel(
         tokenizer,
         model,
@@ -717,6 +745,8 @@ def _load(spec, source, device, backend):
         path,
         backend=backend,
         fingerprint=_fingerprint(spec, source, tokenizer),
+        dtype=dtype,
+        converted=converted,
     )
 
 

@@ -275,7 +275,9 @@ def _attention(q, k, v, *, packing, n_heads, scaling):
         scores = torch.matmul(q, k.transpose(-1, -2)) * scaling
         if packing.pad_keys is not None:
             scores = scores.masked_fill(packing.pad_keys, -math.inf)
-        context = torch.matmul(torch.softmax(scores, dim=-1), v)
+        # The softmax in float32 whatever the compute dtype, as autocast runs it.
+        probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(v.dtype)
+        context = torch.matmul(probs, v)
     context = context.transpose(1, 2).reshape(batch * length, hidden)
     return packing.pack(context)
 
@@ -286,9 +288,21 @@ def _is_plain(module):
     return type(module) is torch.nn.Linear and module.weight.dtype == torch.float32
 
 
-def _layer(parts, h, packing, onednn=False):
-    """One post-LayerNorm transformer layer on packed rows ``h``."""
-    if onednn:
+def _layer(parts, h, packing, onednn=False, compute_dtype=None):
+    """One post-LayerNorm transformer layer on packed rows ``h``.
+
+    With ``compute_dtype`` (the linear weights already converted to it), each
+    linear input is cast to it; the residual stream and the LayerNorms stay
+    float32 (a reduced-precision output plus a float32 residual is float32).
+    """
+    if compute_dtype is not None:
+
+        def linear(module, x):
+            return module(x.to(compute_dtype))
+
+        def ffn_input(x):
+            return parts.activation(parts.ffn_input(x.to(compute_dtype)))
+    elif onednn:
 
         def linear(module, x):
             if _is_plain(module):
@@ -316,7 +330,7 @@ def _layer(parts, h, packing, onednn=False):
     return parts.output_norm(linear(parts.ffn_output, ffn_input(a)) + a)
 
 
-def lean_hidden_states(model, parts, inputs, layers, *, onednn=False):
+def lean_hidden_states(model, parts, inputs, layers, *, onednn=False, compute_dtype=None):
     """Hidden states ``layers`` of ``model`` for one padded batch.
 
     Parameters
@@ -333,6 +347,11 @@ def lean_hidden_states(model, parts, inputs, layers, *, onednn=False):
         Run plain float32 linear layers with oneDNN's kernel (CPU only; see
         :func:`onednn_linear_available`), the GELU fused into the first
         feed-forward one.
+    compute_dtype : {"float16", "bfloat16"} or None, default=None
+        Run the linear layers (and attention) in this dtype; their weights
+        must already be converted (see
+        :func:`skbert._model.runtime.prepare_precision`). Hidden states are
+        returned in float32.
 
     Returns
     -------
@@ -352,8 +371,13 @@ def lean_hidden_states(model, parts, inputs, layers, *, onednn=False):
     found = {}
     if 0 in wanted:
         found[0] = embedded if packing.identity else unpacked(h)
+    dtype = None
+    if compute_dtype not in (None, "float32"):
+        import torch
+
+        dtype = getattr(torch, compute_dtype)
     for i in range(max(wanted)):
-        h = _layer(parts[i], h, packing, onednn=onednn)
+        h = _layer(parts[i], h, packing, onednn=onednn, compute_dtype=dtype)
         if i + 1 in wanted:
             found[i + 1] = unpacked(h)
     return [found[int(i)] for i in layers]

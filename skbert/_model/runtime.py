@@ -42,6 +42,10 @@ __all__ = [
     "find_layer_list",
     "truncated",
     "prepare_backend",
+    "prepare_precision",
+    "DTYPES",
+    "PRECISION_SCHEME",
+    "autocast",
     "eager_layers",
     "thread_budget",
     "thread_limit",
@@ -293,6 +297,62 @@ def prepare_backend(model, backend, device):
         _compile_layers(model, list(found[2]))
         return model
     raise ValueError(f"Unknown backend {backend!r}; expected one of {BACKENDS}.")
+
+
+# ----------------------------------------------------------------- precision
+#: Compute dtypes offered by ``BertVectorizer(dtype=...)``.
+DTYPES = ("float32", "float16", "bfloat16")
+
+#: Version of the reduced-precision recipe; part of the feature cache's key
+#: for ``dtype="float16"``/``"bfloat16"``.
+PRECISION_SCHEME = "linear-weights-once;norms-float32"
+
+
+def prepare_precision(model, dtype, backend="torch"):
+    """Convert the transformer layers' linear weights to ``dtype`` once, in place.
+
+    Reduced precision used to run under ``torch.autocast``, which casts every
+    float32 weight again in every call. Here the ``nn.Linear`` modules of the
+    encoder's layers are converted once; the embeddings and LayerNorms stay
+    float32, as autocast keeps them, so the residual stream is float32 and
+    only the matrix products (and attention) run in ``dtype``. The lean pass
+    casts each linear input to ``dtype`` explicitly; transformers' forward
+    (attention maps, other architectures) still runs under autocast, whose
+    cast of an already converted weight costs nothing.
+
+    Only the eager backend is converted: ``"compile"`` keeps float32 weights
+    under autocast, and ``"int8"`` has no float linear layers to convert.
+
+    Returns
+    -------
+    converted : bool
+        Whether any weight was converted.
+    """
+    import torch
+
+    if dtype in (None, "float32") or backend != "torch":
+        return False
+    found = find_layer_list(model)
+    if found is None:
+        return False
+    target = getattr(torch, dtype)
+    converted = False
+    for layer in found[2]:
+        for module in layer.modules():
+            if type(module) is torch.nn.Linear and module.weight.dtype == torch.float32:
+                module.to(target)
+                converted = True
+    return converted
+
+
+def autocast(device, dtype):
+    """``torch.autocast`` to ``dtype`` on ``device``'s kind; a no-op for float32."""
+    if dtype in (None, "float32"):
+        return contextlib.nullcontext()
+    import torch
+
+    device_type = str(device).split(":")[0]
+    return torch.autocast(device_type=device_type, dtype=getattr(torch, dtype))
 
 
 # ----------------------------------------------------------------- allocator
