@@ -16,6 +16,7 @@ from .._model.runtime import (
     free_accelerator_memory,
     is_out_of_memory,
     model_input_names,
+    thread_budget,
     thread_limit,
 )
 from .pooling import pooled_statistics
@@ -174,15 +175,18 @@ def iter_statistics(texts, loaded, spec):
                 positional=spec.positional,
                 pool_skip=spec.pool_skip,
             )
+            # On an accelerator the next chunks are tokenised in threads while
+            # the device works; on the CPU they would compete for the cores.
+            workers = tokenize_workers(loaded.device)
             chunks = _iter_chunks(
                 loaded.tokenizer,
                 texts,
                 max_length=spec.max_length,
                 token_type_ids="token_type_ids" in runner.names,
                 pretokenized=spec.pretokenized,
-                # On an accelerator the next chunk is tokenised while the
-                # device works; on the CPU it would compete for the cores.
-                prefetch=str(loaded.device).split(":")[0] != "cpu",
+                prefetch=workers > 0,
+                workers=max(workers, 1),
+                tokenizers=loaded.tokenizer_copies(workers) if workers > 1 else None,
             )
             jobs = (
                 (chunk, local)
@@ -204,18 +208,62 @@ def iter_statistics(texts, loaded, spec):
 #: are sorted by length within a chunk, and the chunk's token ids are the only
 #: per-text state kept (int32), so memory stays bounded for any corpus size.
 CHUNK_TEXTS = 4096
+#: With prefetching (on an accelerator), chunks also end after about this many
+#: characters, so that several are tokenised at once by the tokenising
+#: threads, and the first one after :data:`FIRST_CHUNK_CHARS`, so that the
+#: device starts early.
+CHUNK_CHARS = 1 << 18
+FIRST_CHUNK_CHARS = 1 << 15
+#: With prefetching, the first chunk holds at most this many texts.
+FIRST_CHUNK_TEXTS = 256
+#: Most threads that tokenise ahead of an accelerator. Each has its own copy
+#: of the tokenizer (fast tokenizers are not thread-safe) and releases the
+#: GIL while it tokenises, so tokenising keeps up with the device whatever
+#: ``TOKENIZERS_PARALLELISM`` says.
+TOKENIZE_WORKERS = 4
+
+
+def tokenize_workers(device):
+    """Threads that tokenise ahead of ``device``: none on the CPU (they would
+    compete with the forward pass for its cores), else up to
+    :data:`TOKENIZE_WORKERS`, leaving one CPU to the thread that drives the device."""
+    if str(device).split(":")[0] == "cpu":
+        return 0
+    return max(1, min(TOKENIZE_WORKERS, thread_budget() - 1))
 
 
 class _Chunk:
-    """Consecutive texts ``start:start + n``, tokenised once (unpadded)."""
+    """Consecutive texts ``start:start + n``, tokenised once (unpadded).
+
+    Token ids, special-token flags and token types are kept flat (int32),
+    row ``i`` at ``offsets[i]:offsets[i + 1]``, so padding a batch is a few
+    vectorised copies rather than a Python loop over its texts.
+    """
 
     def __init__(self, start, enc, token_type_ids):
+        import itertools
+
         self.start = start
-        as_arrays = lambda rows: [np.asarray(r, dtype=np.int32) for r in rows]  # noqa: E731
-        self.ids = as_arrays(enc["input_ids"])
-        self.special = as_arrays(enc["special_tokens_mask"])
-        self.types = as_arrays(enc["token_type_ids"]) if token_type_ids else None
-        self.lengths = np.fromiter((len(r) for r in self.ids), dtype=np.int64, count=len(self.ids))
+        ids = enc["input_ids"]
+        self.lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        self.offsets = np.zeros(len(ids) + 1, dtype=np.int64)
+        np.cumsum(self.lengths, out=self.offsets[1:])
+        total = int(self.offsets[-1])
+
+        def flat(rows):
+            chain = itertools.chain.from_iterable(rows)
+            return np.fromiter(chain, dtype=np.int32, count=total)
+
+        self.flat_ids = flat(ids)
+        self.flat_special = flat(enc["special_tokens_mask"])
+        self.flat_types = flat(enc["token_type_ids"]) if token_type_ids else None
+
+    def __len__(self):
+        return len(self.lengths)
+
+    def row(self, i):
+        """Token ids of text ``i`` (a view)."""
+        return self.flat_ids[self.offsets[i] : self.offsets[i + 1]]
 
     @classmethod
     def from_windows(cls, start, windows, token_type_ids):
@@ -243,48 +291,92 @@ def _tokenize_chunk(tokenizer, texts, start, *, max_length, token_type_ids):
     return _Chunk(start, enc, want_types)
 
 
-#: With prefetching, the first chunk is this small, so that the device starts
-#: early and the next chunk is tokenised while it works.
-FIRST_CHUNK_TEXTS = 256
+def chunk_bounds(sizes, *, size=CHUNK_TEXTS, chars=None, first_texts=None, first_chars=None):
+    """Where chunks of consecutive texts end.
+
+    Each chunk holds at most ``size`` texts and, with ``chars``, ends once
+    its texts' sizes (characters, or tokens of pre-tokenised windows) reach
+    ``chars``; the first chunk has its own limits (``first_texts``,
+    ``first_chars``). Every chunk holds at least one text.
+
+    Returns
+    -------
+    bounds : list of (start, stop)
+    """
+    sizes = np.asarray(sizes, dtype=np.int64)
+    n = len(sizes)
+    ends = np.cumsum(sizes)
+    spans, start = [], 0
+    while start < n:
+        first = not spans
+        most = (first_texts or size) if first else size
+        budget = (first_chars or chars) if first else chars
+        stop = min(start + most, n)
+        if budget is not None:
+            before = ends[start - 1] if start else 0
+            # The first text whose running total reaches the budget ends the chunk.
+            reach = int(np.searchsorted(ends[start:stop], before + budget, side="left"))
+            stop = min(stop, start + reach + 1)
+        spans.append((start, max(stop, start + 1)))
+        start = spans[-1][1]
+    return spans
 
 
 def _iter_chunks(
-    tokenizer, texts, *, max_length, token_type_ids, prefetch, pretokenized=False, size=CHUNK_TEXTS
+    tokenizer, texts, *, max_length, token_type_ids, prefetch, pretokenized=False,
+    size=CHUNK_TEXTS, workers=1, tokenizers=None,
 ):
-    """Yield the :class:`_Chunk` of ``texts``, optionally tokenising one ahead."""
-    bounds = [0]
-    if prefetch and len(texts) > FIRST_CHUNK_TEXTS:
-        bounds.append(min(FIRST_CHUNK_TEXTS, size))
-    while bounds[-1] < len(texts):
-        bounds.append(min(bounds[-1] + size, len(texts)))
-    spans = list(zip(bounds[:-1], bounds[1:]))
+    """Yield the :class:`_Chunk` of ``texts``, in order.
 
-    def tokenize(span):
+    With ``prefetch``, up to ``workers`` chunks are tokenised ahead in as many
+    threads, each with its own tokenizer from ``tokenizers`` (copies of
+    ``tokenizer``; the tokenizer itself when None and ``workers == 1``), and
+    chunks are cut by characters too (see :func:`chunk_bounds`).
+    """
+    if prefetch:
+        sizes = [len(t) for t in texts]
+        spans = chunk_bounds(
+            sizes, size=size, chars=CHUNK_CHARS,
+            first_texts=min(FIRST_CHUNK_TEXTS, size), first_chars=FIRST_CHUNK_CHARS,
+        )
+    else:
+        spans = chunk_bounds(np.ones(len(texts), dtype=np.int64), size=size)
+    want_types = token_type_ids and "token_type_ids" in tokenizer.model_input_names
+
+    def tokenize(span, tok=tokenizer):
         start, stop = span
         if pretokenized:
-            want_types = token_type_ids and "token_type_ids" in tokenizer.model_input_names
             return _Chunk.from_windows(start, texts[start:stop], want_types)
         return _tokenize_chunk(
-            tokenizer,
-            texts[start:stop],
-            start,
-            max_length=max_length,
-            token_type_ids=token_type_ids,
+            tok, texts[start:stop], start, max_length=max_length, token_type_ids=token_type_ids
         )
 
     if not prefetch or len(spans) < 2:
         for span in spans:
             yield tokenize(span)
         return
+    from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
-    # One worker: the tokenizer is never used by two threads at once.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="skbert-tokenize") as pool:
-        future = pool.submit(tokenize, spans[0])
-        for k in range(len(spans)):
-            chunk = future.result()
-            if k + 1 < len(spans):
-                future = pool.submit(tokenize, spans[k + 1])
+    workers = max(1, int(workers))
+    if tokenizers is None:
+        if workers > 1:
+            raise ValueError("several tokenising threads need a tokenizer each")
+        tokenizers = [tokenizer]
+    workers = min(workers, len(tokenizers), len(spans))
+    # Chunk k uses tokenizer k % workers; at most `workers` chunks are in
+    # flight, so no tokenizer is ever used by two threads at once.
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="skbert-tokenize") as pool:
+        pending = deque()
+        for k, span in enumerate(spans[:workers]):
+            pending.append(pool.submit(tokenize, span, tokenizers[k % workers]))
+        submitted = len(pending)
+        while pending:
+            chunk = pending.popleft().result()
+            if submitted < len(spans):
+                tok = tokenizers[submitted % workers]
+                pending.append(pool.submit(tokenize, spans[submitted], tok))
+                submitted += 1
             yield chunk
 
 
@@ -294,24 +386,31 @@ def pad_batch(chunk, local, *, pad_token_id, pad_token_type_id=0, left=False):
     Equal to the tokenizer's own ``padding=True`` output: ``input_ids``,
     ``attention_mask``, ``token_type_ids`` (when tokenised) and
     ``special_tokens_mask`` (1 on padding), padded on the tokenizer's side.
+    Also returns, under ``"real_index"``, the flat positions (in the
+    ``(n, width)`` layout) of the real tokens, row by row: the lean pass packs
+    them without looking at the mask on the device.
     """
-    rows = [chunk.ids[i] for i in local]
-    n, width = len(rows), max(len(r) for r in rows)
+    local = np.asarray(local, dtype=np.int64)
+    lens = chunk.lengths[local]
+    n, width = len(local), int(lens.max())
+    total = int(lens.sum())
+    row = np.repeat(np.arange(n, dtype=np.int64), lens)
+    # Position of each token within its text.
+    within = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(lens) - lens, lens)
+    source = np.repeat(chunk.offsets[local], lens) + within
+    col = within + (np.repeat(width - lens, lens) if left else 0)
     out = {
         "input_ids": np.full((n, width), pad_token_id, dtype=np.int64),
         "attention_mask": np.zeros((n, width), dtype=np.int64),
         "special_tokens_mask": np.ones((n, width), dtype=np.int64),
     }
-    if chunk.types is not None:
+    out["input_ids"][row, col] = chunk.flat_ids[source]
+    out["attention_mask"][row, col] = 1
+    out["special_tokens_mask"][row, col] = chunk.flat_special[source]
+    if chunk.flat_types is not None:
         out["token_type_ids"] = np.full((n, width), pad_token_type_id, dtype=np.int64)
-    for j, i in enumerate(local):
-        size = len(chunk.ids[i])
-        cols = slice(width - size, width) if left else slice(0, size)
-        out["input_ids"][j, cols] = chunk.ids[i]
-        out["attention_mask"][j, cols] = 1
-        out["special_tokens_mask"][j, cols] = chunk.special[i]
-        if chunk.types is not None:
-            out["token_type_ids"][j, cols] = chunk.types[i]
+        out["token_type_ids"][row, col] = chunk.flat_types[source]
+    out["real_index"] = row * width + col
     return out
 
 
@@ -347,16 +446,17 @@ class _BatchRunner:
         chunk, local = job
         arrays = pad_batch(chunk, local, **self.pad)
         special = torch.from_numpy(arrays.pop("special_tokens_mask"))
+        real_index = torch.from_numpy(arrays.pop("real_index"))
         enc = {k: torch.from_numpy(v) for k, v in arrays.items()}
-        return job, enc, special
+        return job, enc, special, real_index
 
     def launch(self, prepared):
         """Forward pass and pooling on the device; returns device tensors."""
-        (chunk, local), enc, special = prepared
+        (chunk, local), enc, special, real_index = prepared
         device = self.loaded.device
         inputs = {k: v.to(device) for k, v in enc.items() if k in self.names}
         hidden, attn = self.loaded.hidden_states(
-            inputs, self.layers, output_attentions=self.attention
+            inputs, self.layers, output_attentions=self.attention, real_index=real_index
         )
         stats, counts = pooled_statistics(
             hidden,

@@ -529,6 +529,15 @@ class LoadedModel:
         if self.lean is not None and str(device).split(":")[0] == "cpu":
             self.onednn = any(p.plain for p in self.lean) and onednn_linear_available()
 
+    def tokenizer_copies(self, n):
+        """``n`` tokenizers equal to this one, for ``n`` threads (kept for reuse)."""
+        import copy
+
+        copies = self.__dict__.setdefault("_tokenizer_copies", [self.tokenizer])
+        while len(copies) < n:
+            copies.append(copy.deepcopy(self.tokenizer))
+        return copies[:n]
+
     @contextlib.contextmanager
     def attention_maps(self, needed):
         """Run with eager attention (which returns the maps) when ``needed``."""
@@ -545,13 +554,16 @@ class LoadedModel:
         finally:
             self.model.set_attn_implementation(current)
 
-    def hidden_states(self, inputs, layers, *, output_attentions=False):
+    def hidden_states(self, inputs, layers, *, output_attentions=False, real_index=None):
         """Hidden states ``layers`` (and their attention maps) for one padded batch.
 
         Only the transformer layers up to the deepest of ``layers`` run and
         the pooler never does. Supported architectures without attention maps
         take the lean pass of :mod:`skbert._model.encoder`; the rest run
-        transformers' forward (:meth:`forward`).
+        transformers' forward (:meth:`forward`). ``real_index`` (CPU int64,
+        optional) lists the flat positions of the real tokens, row by row
+        (see :func:`skbert._extraction.batches.pad_batch`), so that the lean
+        pass packs them without reading the mask back from the device.
 
         Returns
         -------
@@ -567,13 +579,15 @@ class LoadedModel:
             if self.converted:
                 # Weights already in the compute dtype: no autocast, no casts of weights.
                 hidden = lean_hidden_states(
-                    self.model, self.lean, inputs, layers, compute_dtype=self.dtype
+                    self.model, self.lean, inputs, layers, compute_dtype=self.dtype,
+                    real_index=real_index,
                 )
                 return hidden, None
             # Under autocast (reduced precision) the modules run as they are.
             with autocast(self.device, self.dtype):
                 hidden = lean_hidden_states(
-                    self.model, self.lean, inputs, layers, onednn=self.onednn and not reduced
+                    self.model, self.lean, inputs, layers, onednn=self.onednn and not reduced,
+                    real_index=real_index,
                 )
             return hidden, None
         # Early exit only where the model's hidden states allow it (see _warm_up).

@@ -31,7 +31,14 @@ goes through transformers' forward (see :meth:`skbert._model.backend.LoadedModel
 import math
 from typing import NamedTuple
 
-__all__ = ["LEAN_MODEL_TYPES", "lean_layers", "lean_hidden_states", "onednn_linear_available"]
+__all__ = [
+    "LEAN_MODEL_TYPES",
+    "lean_layers",
+    "lean_hidden_states",
+    "onednn_linear_available",
+    "varlen_attention_for",
+    "reference_varlen_attention",
+]
 
 #: ``config.model_type`` values whose encoders the lean pass runs.
 LEAN_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "distilbert")
@@ -217,19 +224,31 @@ class _Packing:
     """Where a padded batch's real tokens are, and the packed rows' order.
 
     Packed rows are the real tokens in order, then ``rows - n`` copies of the
-    first one up to a multiple of :data:`ROW_BUCKET`.
+    first one up to a multiple of :data:`ROW_BUCKET`. ``real_index`` (a CPU
+    tensor of the real tokens' flat positions, row by row) spares reading the
+    mask back from an accelerator; without it the mask is read.
     """
 
-    def __init__(self, mask):
+    def __init__(self, mask, real_index=None):
         import torch
 
         self.batch, self.length = mask.shape
-        real = mask.reshape(-1) != 0
-        full = bool(real.all())
-        if full:
-            index = torch.arange(self.batch * self.length, device=mask.device)
+        self.device = mask.device
+        if real_index is not None:
+            real_index = real_index.to(torch.int64)
+            full = int(real_index.numel()) == self.batch * self.length
+            index = real_index.to(mask.device, non_blocking=True)
+            #: Real tokens per text, on the CPU (for variable-length attention).
+            self._counts = torch.bincount(real_index // self.length, minlength=self.batch)
         else:
-            index = real.nonzero().squeeze(1)
+            real = mask.reshape(-1) != 0
+            full = bool(real.all())
+            if full:
+                index = torch.arange(self.batch * self.length, device=mask.device)
+            else:
+                index = real.nonzero().squeeze(1)
+            self._counts = None
+            self._mask = mask
         self.n = int(index.numel())
         bucket = ROW_BUCKET if mask.device.type == "cpu" else 1
         rows = -(-self.n // bucket) * bucket
@@ -241,6 +260,7 @@ class _Packing:
         self.gather_index = index
         #: (batch, 1, 1, length) True at padded keys, or None without padding.
         self.pad_keys = None if full else (mask == 0)[:, None, None, :]
+        self._cu = None
 
     def pack(self, x):
         """``(batch * length, d)`` -> packed ``(rows, d)``."""
@@ -253,16 +273,102 @@ class _Packing:
         full = x.new_zeros(self.batch * self.length, x.shape[1])
         return full.index_copy_(0, self.index, x[: self.n])
 
+    def sequences(self):
+        """``(cu_seqlens, longest)``: int32 offsets of each text's packed rows
+        (on the batch's device) and the longest text, for variable-length attention."""
+        import torch
+
+        if self._cu is None:
+            counts = self._counts
+            if counts is None:
+                counts = self._mask.sum(dim=1).cpu()
+            cu = torch.zeros(self.batch + 1, dtype=torch.int32)
+            cu[1:] = torch.cumsum(counts, 0)
+            self._cu = (cu.to(self.device, non_blocking=True), int(counts.max()))
+        return self._cu
+
+
+# ------------------------------------------------------ variable-length attention
+_VARLEN_OK = {}
+
+
+def varlen_attention_for(device, dtype):
+    """PyTorch's variable-length attention for tensors on ``device`` in ``dtype``, or None.
+
+    It attends each text's packed rows among themselves (flash attention on
+    ``cu_seqlens``), so the packed rows never go back to the padded layout.
+    Only CUDA in float16/bfloat16 has the kernel; its result is checked once
+    per device and dtype against ``scaled_dot_product_attention``, and any
+    error or disagreement turns it off (the padded path runs instead).
+    """
+    import torch
+
+    if device.type != "cuda" or dtype not in (torch.float16, torch.bfloat16):
+        return None
+    key = (str(device), dtype)
+    if key not in _VARLEN_OK:
+        _VARLEN_OK[key] = _check_varlen(device, dtype)
+    return _varlen_attention if _VARLEN_OK[key] else None
+
+
+def _varlen_attention(q, k, v, cu_seqlens, longest, scaling):
+    """``q, k, v``: packed ``(rows, heads, head_size)``; returns the same shape."""
+    from torch.nn.attention.varlen import varlen_attn
+
+    return varlen_attn(q, k, v, cu_seqlens, cu_seqlens, longest, longest, scale=scaling)
+
+
+def reference_varlen_attention(q, k, v, cu_seqlens, longest, scaling):
+    """:func:`_varlen_attention` by its definition: each text attended alone.
+
+    Rows past the last text (bucket padding) come back as zeros.
+    """
+    import torch
+
+    out = torch.zeros_like(q)
+    cu = [int(c) for c in cu_seqlens.cpu()]
+    for start, stop in zip(cu[:-1], cu[1:]):
+        if stop > start:
+            qq, kk, vv = (x[start:stop].transpose(0, 1) for x in (q, k, v))
+            att = torch.nn.functional.scaled_dot_product_attention(qq, kk, vv, scale=scaling)
+            out[start:stop] = att.transpose(0, 1)
+    return out
+
+
+def _check_varlen(device, dtype):
+    import torch
+
+    try:
+        gen = torch.Generator().manual_seed(0)
+        q, k, v = (torch.randn(8, 2, 16, generator=gen).to(device, dtype) for _ in range(3))
+        cu = torch.tensor([0, 5, 8], dtype=torch.int32, device=device)
+        got = _varlen_attention(q, k, v, cu, 5, 0.25)
+        want = reference_varlen_attention(q.float(), k.float(), v.float(), cu, 5, 0.25)
+        return bool(torch.allclose(got.float(), want, rtol=2e-2, atol=2e-2))
+    except Exception:  # noqa: BLE001 - any failure means "use the padded path"
+        return False
+
 
 def _attention(q, k, v, *, packing, n_heads, scaling):
     """Multi-head attention of packed ``q, k, v`` (``(rows, hidden)``) rows.
 
-    The rows are scattered into the padded layout, attended with the padded
-    keys masked, and gathered back.
+    On a GPU in reduced precision, variable-length attention on the packed
+    rows (:func:`varlen_attention_for`); otherwise the rows are scattered
+    into the padded layout, attended with the padded keys masked, and
+    gathered back.
     """
     import torch
 
     batch, length, hidden = packing.batch, packing.length, q.shape[-1]
+    varlen = varlen_attention_for(q.device, q.dtype)
+    if varlen is not None:
+        rows, head = q.shape[0], hidden // n_heads
+        cu_seqlens, longest = packing.sequences()
+        context = varlen(
+            q.view(rows, n_heads, head), k.view(rows, n_heads, head),
+            v.view(rows, n_heads, head), cu_seqlens, longest, scaling,
+        )
+        return context.reshape(rows, hidden)
     qkv = packing.unpack(torch.cat((q, k, v), dim=1))
     qkv = qkv.view(batch, length, 3, n_heads, hidden // n_heads).permute(2, 0, 3, 1, 4)
     q, k, v = qkv[0], qkv[1], qkv[2]
@@ -330,7 +436,9 @@ def _layer(parts, h, packing, onednn=False, compute_dtype=None):
     return parts.output_norm(linear(parts.ffn_output, ffn_input(a)) + a)
 
 
-def lean_hidden_states(model, parts, inputs, layers, *, onednn=False, compute_dtype=None):
+def lean_hidden_states(
+    model, parts, inputs, layers, *, onednn=False, compute_dtype=None, real_index=None
+):
     """Hidden states ``layers`` of ``model`` for one padded batch.
 
     Parameters
@@ -352,13 +460,15 @@ def lean_hidden_states(model, parts, inputs, layers, *, onednn=False, compute_dt
         must already be converted (see
         :func:`skbert._model.runtime.prepare_precision`). Hidden states are
         returned in float32.
+    real_index : CPU tensor of int64, optional
+        Flat positions of the real tokens, row by row (see :class:`_Packing`).
 
     Returns
     -------
     list of tensors of shape (batch, length, hidden), in the order of ``layers``;
     zero at padded positions.
     """
-    packing = _Packing(inputs["attention_mask"])
+    packing = _Packing(inputs["attention_mask"], real_index)
     batch, length = packing.batch, packing.length
     embedded = _embed(model, inputs)
     hidden = embedded.shape[-1]

@@ -259,3 +259,84 @@ def test_vectorizer_runs_the_onednn_kernel_on_the_cpu(tiny_model, texts, monkeyp
     calls.clear()
     BertVectorizer(tiny_model, device="cpu", dtype="bfloat16").fit_transform(texts)
     assert calls == []  # under autocast the modules run as they are
+
+
+# ------------------------------------------- packing without reading the mask
+def _padded(loaded, texts):
+    from skbert._extraction.batches import _iter_chunks, pad_batch
+
+    tok = loaded.tokenizer
+    (chunk,) = _iter_chunks(tok, texts, max_length=128, token_type_ids=True, prefetch=False)
+    arrays = pad_batch(chunk, np.arange(len(texts)), pad_token_id=tok.pad_token_id)
+    real_index = torch.from_numpy(arrays.pop("real_index"))
+    arrays.pop("special_tokens_mask")
+    names = model_input_names(loaded.model)
+    return {k: torch.from_numpy(v) for k, v in arrays.items() if k in names}, real_index
+
+
+@pytest.mark.parametrize("fixture", TINY)
+def test_real_index_packing_equals_the_mask_packing(fixture, request, texts):
+    loaded = _backend.load_model(ModelSpec(request.getfixturevalue(fixture)), "cpu")
+    inputs, real_index = _padded(loaded, [*texts, LONG])
+    with torch.inference_mode():
+        want = _encoder.lean_hidden_states(loaded.model, loaded.lean, inputs, [1, 2])
+        got = _encoder.lean_hidden_states(
+            loaded.model, loaded.lean, inputs, [1, 2], real_index=real_index
+        )
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("fixture", TINY)
+@pytest.mark.parametrize("bucket", [1, 16])
+def test_varlen_attention_path_equals_the_padded_path(fixture, bucket, request, texts,
+                                                      monkeypatch):
+    """The packed (cu_seqlens) attention path, run with its reference kernel on the CPU."""
+    loaded = _backend.load_model(ModelSpec(request.getfixturevalue(fixture)), "cpu")
+    inputs, real_index = _padded(loaded, [*texts, LONG])
+    mask = inputs["attention_mask"].bool()
+    with torch.inference_mode():
+        want = _encoder.lean_hidden_states(loaded.model, loaded.lean, inputs, [1, 2])
+        calls = []
+
+        def kernel(*args):
+            calls.append(args[3])
+            return _encoder.reference_varlen_attention(*args)
+
+        monkeypatch.setattr(_encoder, "ROW_BUCKET", bucket)
+        monkeypatch.setattr(_encoder, "varlen_attention_for", lambda device, dtype: kernel)
+        for index in (real_index, None):
+            calls.clear()
+            got = _encoder.lean_hidden_states(
+                loaded.model, loaded.lean, inputs, [1, 2], real_index=index
+            )
+            assert len(calls) == 2  # one call per layer run
+            lengths = mask.sum(1).to(torch.int32)
+            np.testing.assert_array_equal(calls[0].numpy(), np.r_[0, np.cumsum(lengths)])
+            for g, w in zip(got, want):
+                torch.testing.assert_close(g[mask], w[mask], rtol=1e-5, atol=1e-5)
+                assert torch.count_nonzero(g[~mask]) == 0
+
+
+def test_varlen_attention_only_for_cuda_in_reduced_precision():
+    cpu = torch.device("cpu")
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        assert _encoder.varlen_attention_for(cpu, dtype) is None
+    if torch.cuda.is_available():
+        assert _encoder.varlen_attention_for(torch.device("cuda"), torch.float32) is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_varlen_kernel_equals_its_reference_on_the_gpu(dtype):
+    gen = torch.Generator().manual_seed(1)
+    lengths = [7, 30, 1, 12]
+    cu = torch.tensor(np.r_[0, np.cumsum(lengths)], dtype=torch.int32, device="cuda")
+    q, k, v = (torch.randn(sum(lengths), 4, 32, generator=gen).cuda().to(dtype)
+               for _ in range(3))
+    kernel = _encoder.varlen_attention_for(q.device, dtype)
+    assert kernel is not None, "torch's variable-length attention is unavailable here"
+    got = kernel(q, k, v, cu, max(lengths), 32**-0.5)
+    want = _encoder.reference_varlen_attention(q.float(), k.float(), v.float(), cu,
+                                               max(lengths), 32**-0.5)
+    torch.testing.assert_close(got.float(), want, rtol=2e-2, atol=2e-2)
