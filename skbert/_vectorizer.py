@@ -176,13 +176,15 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         by each window's number of non-special tokens, element-wise max, or
         the first window only. With a cache, changing it runs no model.
     batch_size : int or "auto", default="auto"
-        Maximum number of texts per forward pass. "auto" means 64 on the
-        CPU and 512 on a GPU.
+        Maximum number of texts per forward pass. "auto" means 512 on a GPU
+        and, on the CPU, 64 up to 2 threads, then 16 per thread of the
+        forward pass, up to 256.
     max_batch_tokens : int, "auto" or None, default="auto"
         Maximum padded tokens per forward pass; texts are sorted by token
-        count so batches pad little. "auto" means 1024 on the CPU and 32768
-        on a GPU; None disables the budget. On a GPU, a batch that runs out
-        of memory is halved and retried.
+        count so batches pad little. "auto" means 32768 on a GPU and, on the
+        CPU, 1024 up to 2 threads, then 512 per thread, up to 8192 (small
+        batches cannot keep many threads busy); None disables the budget.
+        On a GPU, a batch that runs out of memory is halved and retried.
     device : str, default="auto"
         "auto" picks "cuda", then "mps", then "cpu"; resolved into ``device_``.
     dtype : {"float32", "float16", "bfloat16"}, default="float32"

@@ -25,21 +25,40 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["plan_batches", "token_lengths", "iter_statistics", "resolve_batching"]
 
-#: Default budget of (padded) tokens per batch: measured as a good CPU size.
+#: Default budget of (padded) tokens per batch on the CPU with 2 threads (or
+#: fewer): measured as a good size on 2 cores.
 DEFAULT_BATCH_TOKENS = 1024
-#: Default cap of texts per batch on the CPU.
+#: Default cap of texts per batch on the CPU with 2 threads (or fewer).
 DEFAULT_BATCH_SIZE = 64
+#: ``"auto"`` on the CPU grows with the threads a forward pass uses: this many
+#: tokens and texts per thread, up to the caps below. Small batches cannot
+#: keep 16 threads busy (each matrix multiply is split among them).
+CPU_TOKENS_PER_THREAD = 512
+CPU_TEXTS_PER_THREAD = 16
+CPU_MAX_BATCH_TOKENS = 8192
+CPU_MAX_BATCH_SIZE = 256
 #: ``"auto"`` batch sizes on an accelerator (CUDA, MPS): big batches keep a GPU busy;
 #: an out-of-memory error halves the batch and retries.
 ACCELERATOR_BATCH_SIZE = 512
 ACCELERATOR_BATCH_TOKENS = 32768
 
 
-def resolve_batching(device, batch_size="auto", max_batch_tokens="auto"):
+def resolve_batching(device, batch_size="auto", max_batch_tokens="auto", threads=None):
     """Resolve ``"auto"`` batch settings for ``device``.
 
-    ``"auto"`` means 64 texts and 1,024 padded tokens per batch on the CPU,
-    512 texts and 32,768 tokens on an accelerator.
+    ``"auto"`` on the CPU means 1,024 padded tokens and 64 texts per batch
+    up to 2 threads, then :data:`CPU_TOKENS_PER_THREAD` tokens and
+    :data:`CPU_TEXTS_PER_THREAD` texts per thread, up to 8,192 tokens and 256
+    texts (from 16 threads on); on an accelerator, 512 texts and 32,768 tokens.
+
+    Parameters
+    ----------
+    device : str
+    batch_size, max_batch_tokens : int, "auto" or None
+    threads : int, optional
+        Torch threads of the forward pass on the CPU; by default this
+        process's share of the CPUs (:func:`skbert._model.runtime.thread_budget`),
+        capped by ``torch.get_num_threads()`` when torch is loaded.
 
     Returns
     -------
@@ -47,11 +66,27 @@ def resolve_batching(device, batch_size="auto", max_batch_tokens="auto"):
     max_batch_tokens : int or None
     """
     accelerator = str(device).split(":")[0] != "cpu"
+    if not accelerator and "auto" in (batch_size, max_batch_tokens) and threads is None:
+        threads = _forward_threads()
+    threads = max(1, int(threads or 1))
     if batch_size == "auto":
-        batch_size = ACCELERATOR_BATCH_SIZE if accelerator else DEFAULT_BATCH_SIZE
+        batch_size = ACCELERATOR_BATCH_SIZE if accelerator else int(
+            np.clip(CPU_TEXTS_PER_THREAD * threads, DEFAULT_BATCH_SIZE, CPU_MAX_BATCH_SIZE)
+        )
     if max_batch_tokens == "auto":
-        max_batch_tokens = ACCELERATOR_BATCH_TOKENS if accelerator else DEFAULT_BATCH_TOKENS
+        max_batch_tokens = ACCELERATOR_BATCH_TOKENS if accelerator else int(
+            np.clip(CPU_TOKENS_PER_THREAD * threads, DEFAULT_BATCH_TOKENS, CPU_MAX_BATCH_TOKENS)
+        )
     return int(batch_size), (None if max_batch_tokens is None else int(max_batch_tokens))
+
+
+def _forward_threads():
+    """Threads a CPU forward pass will use: within :func:`thread_limit`'s budget."""
+    import sys
+
+    budget = thread_budget()
+    torch = sys.modules.get("torch")
+    return min(budget, torch.get_num_threads()) if torch is not None else budget
 
 
 def plan_batches(lengths, *, batch_size, max_batch_tokens=DEFAULT_BATCH_TOKENS):

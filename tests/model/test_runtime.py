@@ -275,9 +275,30 @@ def test_is_out_of_memory():
 
 
 def test_resolve_batching():
-    assert resolve_batching("cpu") == (64, 1024)
+    assert resolve_batching("cpu", threads=2) == (64, 1024)
     assert resolve_batching("cuda:0") == (512, 32768)
+    assert resolve_batching("cuda:0", threads=16) == (512, 32768)
     assert resolve_batching("cpu", 8, None) == (8, None)
+    # On the CPU "auto" grows with the threads of the forward pass, up to a cap.
+    assert resolve_batching("cpu", threads=1) == (64, 1024)
+    assert resolve_batching("cpu", threads=8) == (128, 4096)
+    assert resolve_batching("cpu", threads=16) == (256, 8192)
+    assert resolve_batching("cpu", threads=64) == (256, 8192)
+    assert resolve_batching("cpu", 32, "auto", threads=16) == (32, 8192)
+
+
+def test_auto_batching_follows_the_threads_in_use(monkeypatch):
+    import skbert._extraction.batches as extraction
+
+    monkeypatch.setattr(extraction, "thread_budget", lambda: 16)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert resolve_batching("cpu") == (64, 1024)  # capped by torch's own setting
+    finally:
+        torch.set_num_threads(before)
+    monkeypatch.setattr(extraction, "_forward_threads", lambda: 8)
+    assert resolve_batching("cpu") == (128, 4096)
 
 
 # -------------------------------------------------------------------- backends
