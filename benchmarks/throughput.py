@@ -141,15 +141,26 @@ class Batch32(HFMethod):
 
 
 class ST:
-    def __init__(self, path, device, max_length):
+    """``SentenceTransformer.encode`` at ``batch_size``; ``half`` runs the model in float16."""
+
+    _cache = {}
+
+    def __init__(self, path, device, max_length, batch_size=32, half=False):
         from sentence_transformers import SentenceTransformer
 
-        self.model = SentenceTransformer(path, device=device)
+        key = (path, device, half)
+        if key not in self._cache:
+            model = SentenceTransformer(path, device=device)
+            if half:
+                model.half()
+            self._cache[key] = model
+        self.model = self._cache[key]
         self.model.max_seq_length = max_length
+        self.batch_size = batch_size
 
     def run(self, texts):
         return self.model.encode(
-            texts, batch_size=32, convert_to_numpy=True, show_progress_bar=False
+            texts, batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False
         )
 
 
@@ -171,6 +182,11 @@ def make_method(name, path, device, max_length):
         return Batch32(path, device, max_length)
     if name == "st":
         return ST(path, device, max_length)
+    if name.startswith("st-"):  # st-b256, st-fp16-b256
+        parts = name.split("-")[1:]
+        half = parts[0] == "fp16"
+        size = int(parts[-1][1:])
+        return ST(path, device, max_length, batch_size=size, half=half)
     if name == "skbert":
         return Skbert(path, device, max_length)
     if name.startswith("skbert-"):
@@ -180,6 +196,11 @@ def make_method(name, path, device, max_length):
         if variant in ("fp16", "bf16"):
             dtype = {"fp16": "float16", "bf16": "bfloat16"}[variant]
             return Skbert(path, device, max_length, dtype=dtype)
+        if variant.startswith(("fp16-", "bf16-")):  # skbert-fp16-b1024t65536
+            dtype = {"fp16": "float16", "bf16": "bfloat16"}[variant[:4]]
+            size, tokens = variant[6:].split("t")
+            return Skbert(path, device, max_length, dtype=dtype, batch_size=int(size),
+                          max_batch_tokens=int(tokens))
         if variant.startswith("tokens"):  # skbert-tokens2048
             return Skbert(path, device, max_length, max_batch_tokens=int(variant[6:]))
         if variant.startswith("b") and "t" in variant:  # skbert-b1024t65536
@@ -212,6 +233,10 @@ def gemm_gflops(device, repeats=9):
     a = torch.randn(n, n, device=device)
     b = torch.randn(n, n, device=device)
     kernels = {"torch.mm": lambda: torch.mm(a, b)}
+    if device != "cpu":
+        # The device's peak for the fraction reported: its bfloat16 matrix rate.
+        a16, b16 = a.to(torch.bfloat16), b.to(torch.bfloat16)
+        kernels["bf16 torch.mm"] = lambda: torch.mm(a16, b16)
     if device == "cpu":
         from skbert._model.encoder import _onednn_linear, onednn_linear_available
 
@@ -229,6 +254,38 @@ def gemm_gflops(device, repeats=9):
                 times.append(time.perf_counter() - start)
         out[name] = 2 * n**3 / statistics.median(times) / 1e9
     return out
+
+
+#: Shapes of seeded random encoders (``--synthetic``): the bundled model's
+#: folder (tokenizer, sentence-transformers configuration) with new weights.
+SHAPES = {
+    "minilm": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
+                   intermediate_size=1536),
+    "bert-base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                      intermediate_size=3072),
+}
+
+
+def synthetic_model(template, shape, folder, seed=0):
+    """A copy of ``template`` (config, tokenizer, ST modules) with seeded weights of ``shape``."""
+    import shutil
+
+    import torch
+    from transformers import BertConfig, BertModel
+
+    folder = Path(folder)
+    if folder.exists():
+        shutil.rmtree(folder)
+    shutil.copytree(template, folder, ignore=shutil.ignore_patterns("*.safetensors", "*.bin",
+                                                                   "*.onnx", "onnx", "openvino"))
+    config = BertConfig.from_pretrained(template)
+    for key, value in SHAPES[shape].items():
+        setattr(config, key, value)
+    config.max_position_embeddings = max(config.max_position_embeddings, 512)
+    torch.manual_seed(seed)
+    model = BertModel(config)
+    model.save_pretrained(folder, safe_serialization=True)
+    return str(folder)
 
 
 def useful_flops(path, texts, max_length):
@@ -273,13 +330,15 @@ def measure(methods, texts, repeats, device):
     return times, outputs
 
 
-def report(corpus, texts, times, outputs, flops, gemm, methods, out):
+def report(corpus, texts, times, outputs, flops, gemm, methods, out, stat="median",
+           extra=None):
     n = len(texts)
     ref = _normalise(outputs["skbert"]) if "skbert" in outputs else None
     rows = []
+    pick = min if stat == "best" else statistics.median
     for name in methods:
         t = times[name]
-        med = statistics.median(t)
+        med = pick(t)
         row = {
             "corpus": corpus,
             "method": name,
@@ -290,25 +349,26 @@ def report(corpus, texts, times, outputs, flops, gemm, methods, out):
             "warmup_s": times[name + ":warmup"],
             "gflops": flops / med / 1e9,
             "gemm_fraction": flops / med / 1e9 / gemm,
+            "stat": stat,
+            **(extra or {}),
         }
-        for base in ("st", "loop"):
-            if base in times:
-                row[f"x_{base}"] = statistics.median(
-                    tb / tm for tb, tm in zip(times[base], t)
-                )
+        # ST at batch 32 when plain "st" (batch 32 too) was not run.
+        for base, key in (("st", "x_st"), ("st-b32", "x_st"), ("loop", "x_loop")):
+            if base in times and key not in row:
+                row[key] = pick(times[base]) / med
         if ref is not None:
             got = _normalise(outputs[name])
             row["max_abs_diff"] = float(np.max(np.abs(got - ref)))
             row["min_cosine"] = float(np.min(np.sum(got * ref, axis=1)))
         rows.append(row)
-    print(f"\n{corpus}: {n} texts")
+    print(f"\n{corpus}: {n} texts" + "".join(f", {k}={v}" for k, v in (extra or {}).items()))
     print(
-        f"{'method':<16}{'sent/s':>9}{'x st':>7}{'x loop':>8}{'GFLOP/s':>9}"
+        f"{'method':<24}{'sent/s':>9}{'x st':>7}{'x loop':>8}{'GFLOP/s':>9}"
         f"{'% GEMM':>8}{'max |diff|':>12}{'min cos':>9}{'warm-up s':>11}"
     )
     for r in rows:
         print(
-            f"{r['method']:<16}{r['sentences_per_s']:>9.1f}{r.get('x_st', float('nan')):>7.2f}"
+            f"{r['method']:<24}{r['sentences_per_s']:>9.1f}{r.get('x_st', float('nan')):>7.2f}"
             f"{r.get('x_loop', float('nan')):>8.2f}{r['gflops']:>9.1f}"
             f"{100 * r['gemm_fraction']:>7.1f}%{r.get('max_abs_diff', float('nan')):>12.1e}"
             f"{r.get('min_cosine', float('nan')):>9.5f}{r['warmup_s']:>11.1f}"
@@ -356,18 +416,61 @@ def _load_average():
         return None
 
 
+def summary(rows, gemm_name, gemm):
+    """The issue's table: ST fp32/fp16 at batch 256 against skbert fp32/fp16."""
+    cells = {}
+    for r in rows:
+        key = (r.get("shape", "model"), r["corpus"], r.get("tokenizers_parallelism", "true"))
+        cells.setdefault(key, {})[r["method"]] = r
+    wanted = [("st-b256", "ST fp32 b256"), ("st-fp16-b256", "ST fp16 b256"),
+              ("skbert", "skbert fp32"), ("skbert-fp16", "skbert fp16")]
+    print(f"\nsummary (texts/s; ratios against ST at batch 256; peak = {gemm_name} "
+          f"{gemm:,.0f} GFLOP/s)")
+    head = "".join(f"{label:>14}" for _, label in wanted)
+    print(f"{'shape / corpus / tok. parallel':<34}{head}{'fp32 x':>8}{'fp16 x':>8}"
+          f"{'16/32':>7}{'% peak':>8}{'best ST':>22}")
+    for (shape, corpus, par), got in cells.items():
+        speed = {m: got[m]["sentences_per_s"] for m, _ in wanted if m in got}
+        line = "".join(
+            f"{speed[m]:>14,.0f}" if m in speed else f"{'-':>14}" for m, _ in wanted
+        )
+        ratio = lambda a, b: speed[a] / speed[b] if a in speed and b in speed else float("nan")  # noqa: E731
+        fp16 = got.get("skbert-fp16")
+        peak = 100 * fp16["gflops"] / gemm if fp16 else float("nan")
+        st = {m: r["sentences_per_s"] for m, r in got.items() if m.startswith("st")}
+        best = max(st, key=st.get) if st else "-"
+        best_txt = f"{best} {st[best]:,.0f}" if st else "-"
+        print(f"{shape + ' / ' + corpus + ' / ' + par:<34}{line}"
+              f"{ratio('skbert', 'st-b256'):>8.2f}{ratio('skbert-fp16', 'st-fp16-b256'):>8.2f}"
+              f"{ratio('skbert-fp16', 'skbert'):>7.2f}{peak:>7.1f}%{best_txt:>22}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n-short", type=int, default=2000, help="SST-2 sentences (0: skip)")
     parser.add_argument("--n-long", type=int, default=500, help="IMDB reviews (0: skip)")
     parser.add_argument("--repeats", type=int, default=9, help="timed rounds per corpus")
     parser.add_argument("--long-max-length", type=int, default=512)
+    parser.add_argument("--max-length", type=int, default=None,
+                        help="token limit for both corpora (overrides --long-max-length)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads for every method (default: CPUs available)")
     parser.add_argument("--methods", default=None,
-                        help="comma-separated subset; also skbert-tokensN (max_batch_tokens=N) "
-                             "and skbert-bNtM (batch_size=N, max_batch_tokens=M)")
+                        help="comma-separated subset; also st-bN and st-fp16-bN "
+                             "(sentence-transformers at batch N, float32 or float16), "
+                             "skbert-tokensN (max_batch_tokens=N), skbert-bNtM "
+                             "(batch_size=N, max_batch_tokens=M), skbert-fp16-bNtM")
+    parser.add_argument("--tokenizers-parallelism", default="true",
+                        help="comma-separated TOKENIZERS_PARALLELISM settings to run under")
+    parser.add_argument("--serial-methods", default=None,
+                        help="methods run under TOKENIZERS_PARALLELISM=false (default: all)")
+    parser.add_argument("--stat", choices=("median", "best"), default="median",
+                        help="speed from the median or the best of the timed rounds")
+    parser.add_argument("--synthetic", default=None,
+                        help="comma-separated shapes of seeded random encoders "
+                             f"({', '.join(SHAPES)}) built from the model folder's "
+                             "tokenizer and configuration, instead of its weights")
     parser.add_argument("--no-early-exit", action="store_true")
     parser.add_argument("--model", default=None, help="model folder (default: all-MiniLM-L6-v2)")
     parser.add_argument("--data-home", default=os.environ.get("SKBERT_DATA", str(DEFAULT_DATA)))
@@ -401,53 +504,106 @@ def main(argv=None):
     try:
         import sentence_transformers  # noqa: F401
     except ImportError:
-        if "st" in names:
-            print("note: sentence-transformers is not installed; skipping 'st'")
-            names.remove("st")
+        dropped = [n for n in names if n == "st" or n.startswith("st-")]
+        if dropped:
+            print(f"note: sentence-transformers is not installed; skipping {dropped}")
+            names = [n for n in names if n not in dropped]
 
     gemms = gemm_gflops(args.device)
-    gemm = max(gemms.values())
+    gemm_name = "bf16 torch.mm" if "bf16 torch.mm" in gemms else max(gemms, key=gemms.get)
+    gemm = gemms[gemm_name]
     info = {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "platform": platform.platform(),
         "processor": platform.processor(),
+        "cpu_model": _cpu_model(),
         "device": args.device,
         "gpu": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else None,
         "threads": threads,
         "cpus": cpu_count(),
         "load_average_start": _load_average(),
-        "gemm_fp32_gflops": gemms,
+        "gemm_gflops": gemms,
+        "peak": gemm_name,
         "model": str(path),
         "repeats": args.repeats,
+        "stat": args.stat,
+        "versions": _versions(),
     }
     print(json.dumps({k: v for k, v in info.items() if k != "model"}))
-    print("float32 GEMM: " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in gemms.items())
-          + " (% GEMM below is of the fastest)")
+    print("GEMM: " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in gemms.items())
+          + f" (% GEMM below is of {gemm_name})")
 
+    if args.synthetic:
+        import tempfile
+
+        work = Path(tempfile.mkdtemp(prefix="skbert-bench-"))
+        models = {shape: synthetic_model(path, shape, work / shape)
+                  for shape in args.synthetic.split(",")}
+    else:
+        models = {"model": str(path)}
+    serial = args.serial_methods.split(",") if args.serial_methods else names
     rows = []
-    for corpus, texts in corpora.items():
-        max_length = 512 if corpus == "short" else args.long_max_length
-        flops, lengths = useful_flops(path, texts, max_length)
-        print(f"\n[{corpus}] mean tokens {lengths.mean():.1f}, max {int(lengths.max())}, "
-              f"{flops / 1e9:.1f} GFLOP per pass")
-        methods = {}
-        for name in names:
-            try:
-                methods[name] = make_method(name, path, args.device, max_length)
-            except Exception as exc:  # noqa: BLE001 - report and go on
-                print(f"note: {name} unavailable: {type(exc).__name__}: {exc}")
-        times, outputs = measure(methods, texts, args.repeats, args.device)
-        report(corpus, texts, times, outputs, flops, gemm, list(methods), rows)
+    for setting in args.tokenizers_parallelism.split(","):
+        os.environ["TOKENIZERS_PARALLELISM"] = setting
+        run_names = names if setting != "false" else [n for n in names if n in serial]
+        for shape, model in models.items():
+            for corpus, texts in corpora.items():
+                max_length = args.max_length or (
+                    512 if corpus == "short" else args.long_max_length
+                )
+                flops, lengths = useful_flops(model, texts, max_length)
+                print(f"\n[{shape} / {corpus} / TOKENIZERS_PARALLELISM={setting}] mean tokens "
+                      f"{lengths.mean():.1f}, max {int(lengths.max())}, "
+                      f"{flops / 1e9:.1f} GFLOP per pass", flush=True)
+                methods = {}
+                for name in run_names:
+                    try:
+                        methods[name] = make_method(name, model, args.device, max_length)
+                    except Exception as exc:  # noqa: BLE001 - report and go on
+                        print(f"note: {name} unavailable: {type(exc).__name__}: {exc}")
+                times, outputs = measure(methods, texts, args.repeats, args.device)
+                extra = {"shape": shape, "tokenizers_parallelism": setting,
+                         "max_length": max_length}
+                report(corpus, texts, times, outputs, flops, gemm, list(methods), rows,
+                       stat=args.stat, extra=extra)
+                if args.json:  # as it goes, so an interrupted run keeps what it measured
+                    Path(args.json).write_text(json.dumps({"info": info, "rows": rows},
+                                                          indent=1))
+                ST._cache.clear()
+                HFMethod._cache.clear()
+                if args.device.startswith("cuda"):
+                    torch.cuda.empty_cache()
+    summary(rows, gemm_name, gemm)
     early = None
     if not args.no_early_exit and "short" in corpora:
-        early = early_exit(path, args.device, corpora["short"], args.repeats, 512)
+        early = early_exit(str(path), args.device, corpora["short"], args.repeats, 512)
     info["load_average_end"] = _load_average()
     print(f"\nload average at start {info['load_average_start']}, at end {info['load_average_end']}")
     if args.json:
         Path(args.json).write_text(json.dumps({"info": info, "rows": rows, "early_exit": early},
                                               indent=1))
     return 0
+
+
+def _cpu_model():
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def _versions():
+    out = {}
+    for name in ("transformers", "tokenizers", "sentence_transformers", "numpy"):
+        try:
+            out[name] = __import__(name).__version__
+        except Exception:  # noqa: BLE001 - not installed
+            out[name] = None
+    return out
 
 
 if __name__ == "__main__":

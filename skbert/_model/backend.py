@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..exceptions import DeviceFallbackWarning, ModelChangedWarning
-from .encoder import lean_hidden_states, lean_layers, onednn_linear_available
+from .encoder import fuse_qkv, lean_hidden_states, lean_layers, onednn_linear_available
 from .runtime import (
     autocast,
     deepest_layer,
@@ -523,6 +523,8 @@ class LoadedModel:
         #: Layer modules for the lean forward pass (see :mod:`skbert._model.encoder`);
         #: None runs transformers' own forward.
         self.lean = lean_layers(model) if backend != "compile" else None
+        if self.lean is not None and self.converted:
+            self.lean = fuse_qkv(self.lean)
         #: Whether the lean pass may run plain float32 linear layers with
         #: oneDNN (CPU only; checked once per process).
         self.onednn = False

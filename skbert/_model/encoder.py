@@ -38,6 +38,7 @@ __all__ = [
     "onednn_linear_available",
     "varlen_attention_for",
     "reference_varlen_attention",
+    "fuse_qkv",
 ]
 
 #: ``config.model_type`` values whose encoders the lean pass runs.
@@ -69,6 +70,9 @@ class LayerParts(NamedTuple):
     plain: bool = False
     #: The activation is the exact (erf) GELU, which oneDNN can fuse.
     exact_gelu: bool = False
+    #: ``(weight, bias)`` of query, key and value stacked into one projection
+    #: (see :func:`fuse_qkv`), or None.
+    qkv: object = None
 
 
 def _describe(parts):
@@ -152,6 +156,30 @@ def lean_layers(model):
     except AttributeError:
         return None
     return [_describe(p) for p in parts]
+
+
+def fuse_qkv(parts):
+    """``parts`` with the query, key and value projections stacked into one.
+
+    Only where all three are plain ``nn.Linear`` modules of one dtype (so
+    not int8); the stacked weights are a copy, used by the reduced-precision
+    pass: one matrix multiply instead of three.
+    """
+    import torch
+
+    out = []
+    for p in parts:
+        mods = (p.query, p.key, p.value)
+        if not all(type(m) is torch.nn.Linear and m.bias is not None for m in mods) or len(
+            {m.weight.dtype for m in mods}
+        ) != 1:
+            out.append(p)
+            continue
+        with torch.no_grad():
+            weight = torch.cat([m.weight for m in mods]).detach()
+            bias = torch.cat([m.bias for m in mods]).detach()
+        out.append(p._replace(qkv=(weight, bias)))
+    return out
 
 
 _ONEDNN_OK = None
@@ -340,7 +368,9 @@ def _check_varlen(device, dtype):
 
     try:
         gen = torch.Generator().manual_seed(0)
-        q, k, v = (torch.randn(8, 2, 16, generator=gen).to(device, dtype) for _ in range(3))
+        # Views of one stacked projection, as the reduced-precision pass makes them.
+        qkv = torch.randn(8, 96, generator=gen).to(device, dtype)
+        q, k, v = (x.view(8, 2, 16) for x in qkv.split(32, dim=1))
         cu = torch.tensor([0, 5, 8], dtype=torch.int32, device=device)
         got = _varlen_attention(q, k, v, cu, 5, 0.25)
         want = reference_varlen_attention(q.float(), k.float(), v.float(), cu, 5, 0.25)
@@ -402,13 +432,20 @@ def _layer(parts, h, packing, onednn=False, compute_dtype=None):
     float32 (a reduced-precision output plus a float32 residual is float32).
     """
     if compute_dtype is not None:
+        import torch
 
-        def linear(module, x):
-            return module(x.to(compute_dtype))
-
-        def ffn_input(x):
-            return parts.activation(parts.ffn_input(x.to(compute_dtype)))
-    elif onednn:
+        hd = h.to(compute_dtype)  # cast once for the three projections
+        if parts.qkv is not None:
+            qkv = torch.nn.functional.linear(hd, *parts.qkv)
+            q, k, v = qkv.split(qkv.shape[1] // 3, dim=1)
+        else:
+            q, k, v = parts.query(hd), parts.key(hd), parts.value(hd)
+        context = _attention(q, k, v, packing=packing, n_heads=parts.n_heads,
+                             scaling=parts.scaling)
+        a = parts.attention_norm(parts.attention_output(context.to(compute_dtype)) + h)
+        ffn = parts.activation(parts.ffn_input(a.to(compute_dtype)))
+        return parts.output_norm(parts.ffn_output(ffn) + a)
+    if onednn:
 
         def linear(module, x):
             if _is_plain(module):

@@ -120,3 +120,30 @@ def test_precision_scheme_is_part_of_the_cache_key(tiny_model, texts, tmp_path, 
     fp32_again = BertVectorizer(tiny_model, device="cpu", memory=tmp_path)
     fp32_again.fit_transform(texts)
     assert fp32_again.last_cache_stats_["misses"] == 0
+
+
+@pytest.mark.parametrize("fixture", TINY)
+def test_stacked_projections_equal_the_three_linears(fixture, request, texts):
+    reduced = _backend.load_model(ModelSpec(request.getfixturevalue(fixture)), "cpu",
+                                  dtype="bfloat16")
+    assert all(p.qkv is not None for p in reduced.lean)
+    for p in reduced.lean:
+        weight, bias = p.qkv
+        assert weight.dtype == torch.bfloat16
+        torch.testing.assert_close(weight, torch.cat([p.query.weight, p.key.weight,
+                                                      p.value.weight]), rtol=0, atol=0)
+    inputs = _inputs(reduced, texts)
+    mask = inputs["attention_mask"].bool()
+    unfused = [p._replace(qkv=None) for p in reduced.lean]
+    with torch.inference_mode():
+        got = _encoder.lean_hidden_states(reduced.model, reduced.lean, inputs, [2],
+                                          compute_dtype="bfloat16")
+        want = _encoder.lean_hidden_states(reduced.model, unfused, inputs, [2],
+                                           compute_dtype="bfloat16")
+    torch.testing.assert_close(got[0][mask], want[0][mask], rtol=1e-2, atol=1e-2)
+
+
+def test_no_stacking_for_float32_or_int8(tiny_model):
+    assert all(p.qkv is None for p in _backend.load_model(ModelSpec(tiny_model), "cpu").lean)
+    int8 = _backend.load_model(ModelSpec(tiny_model), "cpu", backend="int8")
+    assert all(p.qkv is None for p in _encoder.fuse_qkv(int8.lean))
