@@ -36,13 +36,13 @@ print('torch', torch.__version__, 'transformers', transformers.__version__, \
 } 2>&1 | tee "$O/machine.txt"
 
 echo "== 1. tests on the GPU"
-timeout 150 "$PY" -m pytest -q -p no:cacheprovider -o addopts="" \
+timeout 100 "$PY" -m pytest -q -p no:cacheprovider -o addopts="" \
   tests/model/test_precision.py tests/model/test_encoder.py tests/model/test_runtime.py \
   tests/extraction/test_batches.py -k "gpu or varlen or precision or reduced or stacked or batches" \
   2>&1 | tail -25 | tee "$O/tests.txt"
 
 echo "== 2. GPU table (seeded MiniLM and BERT-base shapes, max_length 256)"
-timeout 260 "$PY" -W ignore benchmarks/throughput.py --device cuda "${DATA[@]}" "${MODEL[@]}" \
+timeout 240 "$PY" -W ignore benchmarks/throughput.py --device cuda "${DATA[@]}" "${MODEL[@]}" \
   --synthetic minilm,bert-base --n-short $N_SHORT --n-long $N_LONG --max-length 256 \
   --repeats 2 --stat best --no-early-exit \
   --methods st-b32,st-b256,st-fp16-b256,skbert,skbert-fp16,skbert-bf16,skbert-fp16-b2048t131072 \
@@ -53,14 +53,14 @@ echo "== 3. GPU ablation"
 for shape in minilm bert-base; do
   corpus=short; [ $shape = bert-base ] && corpus=long
   n=$N_SHORT; [ $corpus = long ] && n=$N_LONG
-  timeout 70 "$PY" -W ignore benchmarks/gpu_ablation.py "${DATA[@]}" "${MODEL[@]}" \
+  timeout 60 "$PY" -W ignore benchmarks/gpu_ablation.py "${DATA[@]}" "${MODEL[@]}" \
     --shape $shape --corpus $corpus --n-texts $n 2>&1 | quiet
 done | tee "$O/ablation.txt"
 
 echo "== 4. CPU threads (MiniLM shape, no GPU)"
 for threads in 2 8 16; do
   extra=""; [ $threads = 2 ] && extra=",skbert-bf16"
-  CUDA_VISIBLE_DEVICES="" timeout 80 "$PY" -W ignore benchmarks/throughput.py --device cpu \
+  CUDA_VISIBLE_DEVICES="" timeout 60 "$PY" -W ignore benchmarks/throughput.py --device cpu \
     "${DATA[@]}" "${MODEL[@]}" --threads $threads --synthetic minilm \
     --n-short $CPU_SHORT --n-long $CPU_LONG --max-length 256 --repeats 2 --stat best \
     --no-early-exit --methods st-b32,skbert,skbert-b64t1024,skbert-b512t16384$extra \
