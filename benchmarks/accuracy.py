@@ -1,7 +1,8 @@
 """What approximate backends cost in accuracy: SST-2 probe and STS-B.
 
 For each setting (the exact float32 default, ``backend="compile"``,
-``backend="int8"`` on the CPU, ``dtype="float16"``/``"bfloat16"`` on a GPU)
+``backend="int8"`` and ``dtype="bfloat16"`` on the CPU, ``dtype="float16"``/``"bfloat16"``
+on a GPU)
 this prints, with the mean-pooled last layer of all-MiniLM-L6-v2:
 
 - the SST-2 linear-probe accuracy: LogisticRegression fitted on the first
@@ -14,7 +15,7 @@ with a message when they are absent.
 
 Example::
 
-    python benchmarks/accuracy.py                       # CPU: torch, compile, int8
+    python benchmarks/accuracy.py                       # CPU: torch, compile, int8, bfloat16
     python benchmarks/accuracy.py --device cuda         # GPU: float32, float16, bfloat16
 """
 
@@ -35,6 +36,8 @@ CPU_SETTINGS = {
     "float32": {},
     "compile": {"backend": "compile"},
     "int8": {"backend": "int8"},
+    # Pays on CPUs with bfloat16 instructions (amx_bf16, avx512_bf16 in lscpu).
+    "bfloat16": {"dtype": "bfloat16"},
 }
 GPU_SETTINGS = {
     "float32": {},

@@ -528,8 +528,13 @@ class LoadedModel:
         #: Whether the lean pass may run plain float32 linear layers with
         #: oneDNN (CPU only; checked once per process).
         self.onednn = False
+        #: Whether the bfloat16 lean pass fuses the GELU with oneDNN (CPU only).
+        self.onednn_reduced = False
         if self.lean is not None and str(device).split(":")[0] == "cpu":
             self.onednn = any(p.plain for p in self.lean) and onednn_linear_available()
+            self.onednn_reduced = self.converted and dtype == "bfloat16" and (
+                onednn_linear_available()
+            )
 
     def tokenizer_copies(self, n):
         """``n`` tokenizers equal to this one, for ``n`` threads (kept for reuse)."""
@@ -582,7 +587,7 @@ class LoadedModel:
                 # Weights already in the compute dtype: no autocast, no casts of weights.
                 hidden = lean_hidden_states(
                     self.model, self.lean, inputs, layers, compute_dtype=self.dtype,
-                    real_index=real_index,
+                    real_index=real_index, onednn=self.onednn_reduced,
                 )
                 return hidden, None
             # Under autocast (reduced precision) the modules run as they are.

@@ -430,6 +430,8 @@ def _layer(parts, h, packing, onednn=False, compute_dtype=None):
     With ``compute_dtype`` (the linear weights already converted to it), each
     linear input is cast to it; the residual stream and the LayerNorms stay
     float32 (a reduced-precision output plus a float32 residual is float32).
+    There ``onednn`` fuses the exact GELU into the first feed-forward
+    projection (bfloat16 on the CPU).
     """
     if compute_dtype is not None:
         import torch
@@ -443,7 +445,12 @@ def _layer(parts, h, packing, onednn=False, compute_dtype=None):
         context = _attention(q, k, v, packing=packing, n_heads=parts.n_heads,
                              scaling=parts.scaling)
         a = parts.attention_norm(parts.attention_output(context.to(compute_dtype)) + h)
-        ffn = parts.activation(parts.ffn_input(a.to(compute_dtype)))
+        ad = a.to(compute_dtype)
+        module = parts.ffn_input
+        if onednn and parts.exact_gelu and type(module) is torch.nn.Linear:
+            ffn = _onednn_linear(ad, module.weight, module.bias, gelu=True)  # GELU fused
+        else:
+            ffn = parts.activation(module(ad))
         return parts.output_norm(parts.ffn_output(ffn) + a)
     if onednn:
 

@@ -243,7 +243,7 @@ def test_onednn_kernel_is_turned_off_when_it_fails_its_check(failure, monkeypatc
 
 @needs_onednn
 def test_vectorizer_runs_the_onednn_kernel_on_the_cpu(tiny_model, texts, monkeypatch):
-    """A float32 CPU model takes the oneDNN path; reduced precision does not."""
+    """A float32 CPU model takes the oneDNN path; bfloat16 only for its GELU-fused projection."""
     loaded = _backend.load_model(ModelSpec(tiny_model), "cpu")
     assert loaded.onednn
     calls = []
@@ -258,7 +258,11 @@ def test_vectorizer_runs_the_onednn_kernel_on_the_cpu(tiny_model, texts, monkeyp
     assert calls and any(calls) and not all(calls)  # plain and GELU-fused calls
     calls.clear()
     BertVectorizer(tiny_model, device="cpu", dtype="bfloat16").fit_transform(texts)
-    assert calls == []  # under autocast the modules run as they are
+    # One GELU-fused call per layer run; the other projections run as modules.
+    assert calls and all(calls)
+    reduced = _backend.load_model(ModelSpec(tiny_model), "cpu", dtype="bfloat16")
+    assert reduced.onednn_reduced
+    assert not _backend.load_model(ModelSpec(tiny_model), "cpu", dtype="float16").onednn_reduced
 
 
 # ------------------------------------------- packing without reading the mask
