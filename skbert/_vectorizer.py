@@ -33,6 +33,7 @@ from ._extraction.assembly import (
     fit_scalar_mix,
     pool_layers,
     pooling_groups,
+    pooling_parts,
     pooling_slots,
 )
 from ._extraction.batches import iter_statistics
@@ -46,7 +47,14 @@ from ._extraction.chunking import (
 )
 from ._model import backend as _backend
 from ._model import runtime as _runtime
-from ._model.st_config import position_limit, prompt_token_count, read_st_config, warn_unsupported
+from ._model.st_config import (
+    apply_dense,
+    auto_max_length,
+    check_supported,
+    load_dense_layers,
+    prompt_token_count,
+    read_st_config,
+)
 from ._params import resolve_layer_weights, resolve_layers, resolve_max_length
 from ._persistence import pack_model, unpack_model
 from ._validation import check_texts
@@ -60,6 +68,9 @@ __all__ = ["BertVectorizer"]
 # check_dict_unchanged, joblib.hash of a fitted instance); estimators hash by
 # identity, and an entry goes away with its instance.
 _LAST_CACHE_STATS = weakref.WeakKeyDictionary()
+# An instance's Dense layers (torch modules), loaded on first use; kept out of
+# the instance's __dict__ for the same reasons.
+_DENSE = weakref.WeakKeyDictionary()
 
 
 def _consume(batches, use):
@@ -118,8 +129,11 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         square root of the number of tokens (sentence-transformers'
         ``lasttoken``, ``weightedmean`` and ``mean_sqrt_len_tokens``).
         "auto" follows the model's own sentence-transformers Pooling module
-        when it has one, and is "mean" otherwise; the choice is
-        ``pooling_``. Padding never enters any pooling, whichever side the
+        when it has one (several modes are concatenated in
+        sentence-transformers' order, e.g. ``pooling_="max+mean"``), and is
+        "mean" otherwise; the choice is ``pooling_``. A model's
+        sentence-transformers ``Dense`` layers apply after whichever pooling
+        and layers are chosen (see ``dense_layers_``). Padding never enters any pooling, whichever side the
         tokenizer pads. See the embedding models guide.
     exclude_special_tokens : bool, default=False
         Leave [CLS], [SEP] and other special tokens out of mean, max and
@@ -140,9 +154,10 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         Maximum tokens per text, special tokens included; longer texts are
         truncated (with a :class:`~skbert.TruncationWarning` saying how many)
         unless ``long_text="chunk"``. None means the model's limit, at most
-        512. "auto" means the model's own sentence-transformers
-        ``max_seq_length`` (within its position embeddings) when it declares
-        one, else as None.
+        512. "auto" means the limit sentence-transformers uses: the model's
+        own ``max_seq_length`` when it declares one, else the tokenizer's
+        ``model_max_length`` capped at the position embeddings (within what
+        the position embeddings allow either way).
     prompt : str, default=None
         A literal prefix put before every text (e.g. ``"query: "``), as
         ``SentenceTransformer.encode(prompt=...)`` does. Part of the text the
@@ -244,6 +259,14 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         (``pytorch_model.bin``), which can run arbitrary code when loaded.
     random_state : int, RandomState instance or None, default=None
         Seeds the scalar-mix fit.
+    on_unsupported : {"raise", "warn"}, default="raise"
+        What ``fit`` does when the model's sentence-transformers pipeline
+        holds a module or option that skbert does not reproduce (a chat
+        template, a ``LayerNorm`` module, a pooling mode it lacks, ...):
+        raise a ValueError naming it, or, with "warn", a
+        :class:`~skbert.ModelConfigWarning`, and use the supported modules
+        only (the features then differ from ``SentenceTransformer.encode``).
+        See the embedding models guide.
     store_weights_in_pickle : bool, default=False
         Store the model's configuration, tokenizer and safetensors weights
         inside the pickle of a fitted vectorizer (tens of MB), so that it
@@ -276,8 +299,16 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         (with the leading special token) when the model's Pooling module sets
         ``include_prompt=False``, else 0.
     lowercase_ : bool
-        Whether texts are lowercased first (the model's
-        ``sentence_bert_config.json`` sets ``do_lower_case``).
+        Whether the tokenizer lowercases texts (the model's
+        ``sentence_bert_config.json`` sets ``do_lower_case``), inside the
+        tokenizer as sentence-transformers does: special-token literals are
+        split off first.
+    dense_layers_ : int
+        Number of the model's sentence-transformers ``Dense`` layers applied
+        to each pooled layer vector (0 for none). They were trained on the
+        model's own pooling of its last layer: on other layers or poolings
+        of the same width they still apply, but are no longer what the
+        authors trained.
     layer_weights_ : ndarray of shape (n_selected_layers,)
         Normalised layer weights (``"weighted"`` and ``"scalar_mix"``).
     gamma_ : float
@@ -349,6 +380,7 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         "trust_remote_code": ["boolean"],
         "use_safetensors": ["boolean"],
         "random_state": ["random_state"],
+        "on_unsupported": [StrOptions({"raise", "warn"})],
         "store_weights_in_pickle": ["boolean"],
     }
 
@@ -385,6 +417,7 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         trust_remote_code=False,
         use_safetensors=True,
         random_state=None,
+        on_unsupported="raise",
         store_weights_in_pickle=False,
     ):
         self.model_name = model_name
@@ -417,6 +450,7 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         self.trust_remote_code = trust_remote_code
         self.use_safetensors = use_safetensors
         self.random_state = random_state
+        self.on_unsupported = on_unsupported
         self.store_weights_in_pickle = store_weights_in_pickle
 
     # ------------------------------------------------------------------ model
@@ -428,7 +462,27 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
             revision=self.revision,
             trust_remote_code=bool(self.trust_remote_code),
             use_safetensors=bool(self.use_safetensors),
+            # Resolved in fit from the model's own configuration.
+            lowercase=bool(self.__dict__.get("lowercase_", False)),
         )
+
+    def _dense(self):
+        """The model's Dense layers as torch modules (loaded once per instance), or []."""
+        if not getattr(self, "dense_layers_", 0):
+            return []
+        spec = self._spec()
+        cached = _DENSE.get(self)
+        if cached is None or cached[0] != (spec, self.dense_layers_, self._dense_out):
+            config = read_st_config(spec)
+            layers = load_dense_layers(spec, config) if config is not None else []
+            if len(layers) != self.dense_layers_:
+                raise ValueError(
+                    f"The model {str(self.model_name)!r} had {self.dense_layers_} "
+                    f"sentence-transformers Dense layer(s) at fit and has {len(layers)} "
+                    "now. Fit again."
+                )
+            cached = _DENSE[self] = ((spec, self.dense_layers_, self._dense_out), layers)
+        return cached[1]
 
     def _loaded(self):
         # A fitted instance loaded on another machine falls back to the CPU.
@@ -450,8 +504,11 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         unique_texts = list(unique)
         out = np.empty((len(unique_texts), n_sel, dim), dtype=np.float32)
 
+        dense = self._dense()
+
         def pool(positions, stats, _):
-            out[positions] = pool_layers(stats, self.pooling_, self.exclude_special_tokens)
+            pooled = pool_layers(stats, self.pooling_, self.exclude_special_tokens)
+            out[positions] = apply_dense(pooled, dense)
 
         report = _consume(self._iter_statistics(unique_texts), pool)
         if report is not None:
@@ -461,12 +518,10 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         return out[inverse]
 
     def _model_inputs(self, texts):
-        """The texts the model reads: prompt first, lowercased if the model says so."""
+        """The texts the model reads: prompt first (the tokenizer lowercases, if asked)."""
         prompt = getattr(self, "prompt_", "")
         if prompt:
             texts = [prompt + t for t in texts]
-        if getattr(self, "lowercase_", False):
-            texts = [t.lower() for t in texts]
         return texts
 
     def _iter_statistics(self, texts):
@@ -596,7 +651,10 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         )
 
     def _pooled_dim(self):
-        return self.hidden_size_ * (2 if self.pooling_ == "mean_max" else 1)
+        """Width of one pooled layer vector (after the model's Dense layers)."""
+        if getattr(self, "_dense_out", None):
+            return self._dense_out
+        return self.hidden_size_ * len(pooling_parts(self.pooling_))
 
     def _combine(self, pooled):
         return combine_layers(
@@ -619,7 +677,14 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
     # ------------------------------------------------------------ estimator
     def _resolve(self):
         """Resolve model-dependent settings; loads the config, not the weights."""
+        for stale in ("lowercase_", "dense_layers_", "_dense_out"):
+            self.__dict__.pop(stale, None)
+        # The model first (it fails at once, with the remedies, when unreachable).
         info = _backend.model_info(self._spec())
+        st_config = read_st_config(self._spec())
+        check_supported(self._spec(), st_config, self.on_unsupported)
+        # The tokenizer lowercases as the model's configuration says (part of _spec()).
+        self.lowercase_ = bool(st_config is not None and st_config.do_lower_case)
         self.n_layers_ = info.n_hidden_states - 1
         self.hidden_size_ = info.hidden_size
         self.layers_ = resolve_layers(self.layers, info.n_hidden_states, type(self).__name__)
@@ -633,13 +698,10 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
             )
         self.device_ = _backend.resolve_device(device)
 
-        st_config = read_st_config(self._spec())
         model_max = info.max_length
-        if self.max_length == "auto" and st_config is not None and st_config.max_seq_length:
-            # The model's own limit may pass the default cap of 512 tokens.
-            limit = position_limit(self._spec())
-            own = int(st_config.max_seq_length)
-            self.max_length_ = own if limit is None else min(own, limit)
+        if self.max_length == "auto":
+            # sentence-transformers' rule; it may pass the default cap of 512 tokens.
+            self.max_length_ = auto_max_length(self._spec(), st_config)
             model_max = max(model_max, self.max_length_)
         else:
             self.max_length_ = resolve_max_length(self.max_length, model_max)
@@ -651,11 +713,10 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
             self.layer_weights_ = weights
 
     def _resolve_embedding_config(self, st_config):
-        """Pooling, normalisation and prompt: given, or the model's own ("auto")."""
-        if "auto" in (self.pooling, self.normalize):
-            warn_unsupported(self._spec(), st_config)
+        """Pooling, Dense layers, normalisation and prompt: given, or the model's own ("auto")."""
         own_pooling = st_config.pooling if st_config is not None else None
         self.pooling_ = (own_pooling or "mean") if self.pooling == "auto" else self.pooling
+        self._resolve_dense(st_config)
         if self.normalize == "auto":
             self.normalize_ = bool(st_config is not None and st_config.normalize)
         else:
@@ -683,7 +744,6 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         else:
             prompt = ""
         self.prompt_ = prompt
-        self.lowercase_ = bool(st_config is not None and st_config.do_lower_case)
         self.prompt_tokens_excluded_ = 0
         if prompt and self.long_text == "chunk":
             raise ValueError(
@@ -693,10 +753,27 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
             )
         if prompt and st_config is not None and not st_config.include_prompt:
             tokenizer = _backend.load_tokenizer(self._spec())
-            text = prompt.lower() if self.lowercase_ else prompt
             self.prompt_tokens_excluded_ = prompt_token_count(
-                tokenizer, text, max_length=self.max_length_
+                tokenizer, prompt, max_length=self.max_length_
             )
+
+    def _resolve_dense(self, st_config):
+        """The model's Dense layers, after the chosen pooling: their widths must fit."""
+        dense = st_config.dense if st_config is not None else ()
+        self.dense_layers_ = len(dense)
+        if not dense:
+            return
+        width = self.hidden_size_ * len(pooling_parts(self.pooling_))
+        for layer in dense:
+            if layer.in_features != width:
+                raise ValueError(
+                    f"The Dense module {layer.path!r} of model {str(self.model_name)!r} "
+                    f"takes {layer.in_features}-wide vectors, but pooling={self.pooling_!r} "
+                    f"gives {width}-wide ones. Pass pooling='auto' (the model's own "
+                    f"pooling) or another pooling of width {layer.in_features}."
+                )
+            width = layer.out_features
+        self._dense_out = width
 
     def _resolve_chunking(self, model_max):
         chunk_size = self.max_length_ if self.chunk_size is None else int(self.chunk_size)
@@ -929,6 +1006,8 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
 
     def __setstate__(self, state):
         state = dict(state)
+        # Pickles of versions before the parameter existed.
+        state.setdefault("on_unsupported", "raise")
         stored = state.pop("_stored_model", None)
         super().__setstate__(state)
         if stored is not None:

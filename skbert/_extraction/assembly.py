@@ -20,6 +20,7 @@ from .pooling import STAT_SLOTS
 __all__ = [
     "POOLINGS",
     "LAYER_AGGS",
+    "pooling_parts",
     "pooling_slots",
     "pooling_groups",
     "pool_layers",
@@ -43,19 +44,32 @@ POSITIONAL_POOLINGS = ("last_token", "weighted_mean", "mean_sqrt_len")
 LAYER_AGGS = ("concat", "mean", "weighted", "scalar_mix")
 
 
+def pooling_parts(pooling):
+    """The single poolings concatenated by ``pooling``.
+
+    ``"mean_max"`` is ``["mean", "max"]``; several poolings joined by ``"+"``
+    (``"max+mean"``, as a sentence-transformers Pooling module with several
+    modes resolves) are concatenated in that order.
+    """
+    parts = []
+    for part in str(pooling).split("+"):
+        parts += ["mean", "max"] if part == "mean_max" else [part]
+    return parts
+
+
 def pooling_slots(pooling, exclude_special_tokens):
     """Statistic slots (see :mod:`skbert._extraction.pooling`) that make up ``pooling``."""
     suffix = "_content" if exclude_special_tokens else ""
-    if pooling == "cls":
-        return [STAT_SLOTS["cls"]]
-    if pooling == "mean_max":
-        return [STAT_SLOTS["mean" + suffix], STAT_SLOTS["max" + suffix]]
-    return [STAT_SLOTS[pooling + suffix]]
+    return [
+        STAT_SLOTS["cls"] if part == "cls" else STAT_SLOTS[part + suffix]
+        for part in pooling_parts(pooling)
+    ]
 
 
 def pooling_groups(pooling):
     """Which optional statistic groups ``pooling`` reads: ``(attention, positional)``."""
-    return pooling == "attention", pooling in POSITIONAL_POOLINGS
+    parts = pooling_parts(pooling)
+    return "attention" in parts, any(part in POSITIONAL_POOLINGS for part in parts)
 
 
 def pool_layers(stats, pooling, exclude_special_tokens):
@@ -70,7 +84,8 @@ def pool_layers(stats, pooling, exclude_special_tokens):
     Returns
     -------
     pooled : ndarray, shape (n, n_layers, hidden * k)
-        ``k`` is 2 for ``"mean_max"`` (mean then max), else 1.
+        ``k`` is the number of poolings concatenated (see :func:`pooling_parts`):
+        2 for ``"mean_max"`` (mean then max), else 1 for a single pooling.
     """
     slots = pooling_slots(pooling, exclude_special_tokens)
     n, n_layers, _, hidden = stats.shape

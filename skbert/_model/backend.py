@@ -109,6 +109,9 @@ class ModelSpec:
     revision: str | None = None
     trust_remote_code: bool = False
     use_safetensors: bool = True
+    #: Lowercase inside the tokenizer, as sentence-transformers does for a
+    #: model whose ``sentence_bert_config.json`` sets ``do_lower_case``.
+    lowercase: bool = False
 
 
 def _sha256_file(path, chunk=1 << 20):
@@ -392,8 +395,8 @@ def _lookup(registry, kind, named, key):
 
 
 def _keys(spec, source, *extra):
-    named = (source.path, spec.revision, spec.trust_remote_code, *extra)
-    key = (source.content, spec.trust_remote_code, *extra)
+    named = (source.path, spec.revision, spec.trust_remote_code, spec.lowercase, *extra)
+    key = (source.content, spec.trust_remote_code, spec.lowercase, *extra)
     return named, key
 
 
@@ -421,9 +424,39 @@ def _load_tokenizer(spec, source):
         from transformers import AutoTokenizer
 
         with _quiet_transformers():
-            return AutoTokenizer.from_pretrained(source.path, **_load_kwargs(spec, source))
+            tokenizer = AutoTokenizer.from_pretrained(source.path, **_load_kwargs(spec, source))
+        if spec.lowercase:
+            _lowercase_inside(tokenizer, spec)
+        return tokenizer
 
     return _registered(_TOKENIZERS, "tokenizer", spec, source, load)
+
+
+def _lowercase_inside(tokenizer, spec):
+    """Make ``tokenizer`` lowercase its input, as sentence-transformers does for
+    ``do_lower_case``: a ``Lowercase`` normalizer first (unless one is there),
+    so special-token literals are split off before lowercasing."""
+    from tokenizers.normalizers import Lowercase
+    from tokenizers.normalizers import Sequence as NormalizerSequence
+
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError(
+            f"Model {spec.name!r} asks for do_lower_case, which skbert reproduces "
+            f"with fast tokenizers only; its tokenizer is {type(tokenizer).__name__}."
+        )
+    backend = tokenizer.backend_tokenizer
+    normalizer = backend.normalizer
+    present = isinstance(normalizer, Lowercase) or (
+        isinstance(normalizer, NormalizerSequence)
+        and any(isinstance(n, Lowercase) for n in normalizer)
+    )
+    if not present:
+        steps = [Lowercase()]
+        if isinstance(normalizer, NormalizerSequence):
+            steps += list(normalizer)
+        elif normalizer is not None:
+            steps.append(normalizer)
+        backend.normalizer = NormalizerSequence(steps)
 
 
 def _registered(registry, kind, spec, source, load):
@@ -715,9 +748,37 @@ def load_model(spec, device="cpu", backend="torch", dtype="float32"):
     )
 
 
+#: Encoder-decoder model types whose encoder loads on its own, as
+#: sentence-transformers loads them: model_type -> transformers class.
+_ENCODER_CLASSES = {
+    "t5": "T5EncoderModel",
+    "mt5": "MT5EncoderModel",
+    "umt5": "UMT5EncoderModel",
+    "longt5": "LongT5EncoderModel",
+    "switch_transformers": "SwitchTransformersEncoderModel",
+}
+
+
+def _model_class(spec, source):
+    """The transformers class that loads the encoder of ``spec``: AutoModel, or
+    the encoder alone of an encoder-decoder model (T5 and its kin)."""
+    import transformers
+
+    config = _load_config(spec, source)
+    name = _ENCODER_CLASSES.get(getattr(config, "model_type", None))
+    if name is not None:
+        return getattr(transformers, name)
+    if getattr(config, "is_encoder_decoder", False):
+        raise ValueError(
+            f"Model {spec.name!r} (model_type={config.model_type!r}) is an "
+            "encoder-decoder model whose encoder skbert cannot load on its own "
+            f"(it loads those of {', '.join(sorted(_ENCODER_CLASSES))})."
+        )
+    return transformers.AutoModel
+
+
 def _load(spec, source, device, backend, dtype="float32"):
     import torch
-    from transformers import AutoModel
 
     tune_allocator()  # e.g. in a Dask worker: see its docstring
 
@@ -732,6 +793,7 @@ def _load(spec, source, device, backend, dtype="float32"):
         raise _pickle_only_error(spec, path, "only *.bin files found")
     logger.info("Loading %s on %s", path, device)
     tokenizer = _load_tokenizer(spec, source)
+    AutoModel = _model_class(spec, source)  # noqa: N806 - a class
     with _quiet_transformers():
         try:
             model = AutoModel.from_pretrained(
@@ -806,10 +868,10 @@ def load_trainable_model(spec, *, eager_attention=False):
     model : transformers.PreTrainedModel
     """
     import torch
-    from transformers import AutoModel
 
     source = _source(spec)
     path = source.path
+    AutoModel = _model_class(spec, source)  # noqa: N806 - a class
     if (
         spec.use_safetensors
         and Path(path).is_dir()
@@ -1002,12 +1064,32 @@ def _fingerprint_files(folder, spec):
     names += weights
     if spec.trust_remote_code:
         names += sorted(p.name for p in folder.glob("*.py"))
+    names += _dense_files(folder, spec)
     files = {}
     for name in names:
         path = folder / name
         if path.is_file():
             files[name] = _sha256_file_cached(path)
     return files, bool(weights)
+
+
+def _dense_files(folder, spec):
+    """Configuration and weight files of the sentence-transformers Dense modules
+    of ``folder`` (they change the features skbert returns)."""
+    try:
+        modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    names = []
+    for module in modules if isinstance(modules, list) else []:
+        if not isinstance(module, dict) or not str(module.get("type", "")).endswith("Dense"):
+            continue
+        sub = str(module.get("path", "") or "")
+        for name in ("config.json", "model.safetensors") + (
+            () if spec.use_safetensors else ("pytorch_model.bin",)
+        ):
+            names.append(f"{sub}/{name}" if sub else name)
+    return names
 
 
 def _fingerprint(spec, source, tokenizer):
@@ -1022,6 +1104,9 @@ def _fingerprint(spec, source, tokenizer):
         "trust_remote_code": bool(spec.trust_remote_code),
         "use_safetensors": bool(spec.use_safetensors),
     }
+    if spec.lowercase:
+        # Lowercasing inside the tokenizer changes the tokens: keyed apart.
+        parts["lowercase"] = True
     return _digest(parts)
 
 

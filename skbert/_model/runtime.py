@@ -139,8 +139,8 @@ def truncated(model, num_layers=None, *, skip_pooler=True):
 
     Inside the context the encoder's layer list is replaced by a list of its
     first ``num_layers`` layers (the same module objects, so weights and
-    hooks are shared) and ``model.pooler`` by a module that returns None; both
-    are restored on exit,
+    hooks are shared) and ``model.pooler`` (with ALBERT's ``pooler_activation``)
+    by a module that returns None; both are restored on exit,
     also after an exception. Models whose layer list cannot be found run in
     full. Not thread-safe: callers hold the model's lock.
 
@@ -161,6 +161,10 @@ def truncated(model, num_layers=None, *, skip_pooler=True):
         if skip_pooler and isinstance(getattr(model, "pooler", None), torch.nn.Module):
             saved.append((model, "pooler", model.pooler))
             model.pooler = _NoPooler()
+            # ALBERT applies pooler_activation (tanh) to the pooler's output.
+            if isinstance(getattr(model, "pooler_activation", None), torch.nn.Module):
+                saved.append((model, "pooler_activation", model.pooler_activation))
+                model.pooler_activation = _NoPooler()
         if num_layers is not None:
             found = find_layer_list(model)
             if found is not None:

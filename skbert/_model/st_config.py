@@ -4,15 +4,27 @@ A model published for sentence-transformers carries, next to its weights, the
 description of how its authors turn token vectors into one embedding:
 
 ``modules.json``
-    The module pipeline: a ``Transformer``, then usually a ``Pooling`` and
-    optionally a ``Normalize`` (L2 normalisation); other modules (``Dense``,
-    ``LayerNorm``, ...) are recorded but not reproduced by skbert.
+    The module pipeline: a ``Transformer``, then usually a ``Pooling``, any
+    number of ``Dense`` layers and optionally a ``Normalize`` (L2
+    normalisation). Any other module (``LayerNorm``, ``WeightedLayerPooling``,
+    ...) or module option that skbert does not reproduce is recorded in
+    ``unsupported``, with what to do about it.
 ``<pooling path>/config.json``
-    The pooling mode (``cls``, ``mean``, ``max``, ``mean_sqrt_len_tokens``,
-    ``weightedmean``, ``lasttoken``; the legacy ``pooling_mode_*_token``
+    The pooling modes (``cls``, ``mean``, ``max``, ``mean_sqrt_len_tokens``,
+    ``weightedmean``, ``lasttoken``, alone or several, concatenated in the
+    order sentence-transformers uses; the legacy ``pooling_mode_*_token``
     booleans or the newer ``pooling_mode`` key) and ``include_prompt``.
+``<dense path>/config.json`` and weights
+    ``in_features``, ``out_features``, ``bias``, ``activation_function`` (a
+    ``torch.nn`` module) of a ``Dense`` layer; its weights
+    (``model.safetensors``, or ``pytorch_model.bin`` with
+    ``use_safetensors=False``) are read by :func:`load_dense_layers`.
 ``sentence_bert_config.json``
-    ``max_seq_length`` and ``do_lower_case`` of the ``Transformer`` module.
+    ``max_seq_length`` and ``do_lower_case`` of the ``Transformer`` module,
+    and the options of sentence-transformers 6 (``modality_config``: a
+    ``"message"`` entry means every text is rendered through the
+    tokenizer's chat template; ``transformer_task``, ``processing_kwargs``,
+    ...), which must be the plain text defaults.
 ``config_sentence_transformers.json``
     Named ``prompts``, ``default_prompt_name`` and ``similarity_fn_name``.
 
@@ -39,7 +51,12 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "ModelConfigWarning",
     "SentenceTransformersConfig",
+    "DenseLayer",
     "read_st_config",
+    "check_supported",
+    "load_dense_layers",
+    "apply_dense",
+    "auto_max_length",
     "prompt_token_count",
     "position_limit",
     "ST_POOLING_MODES",
@@ -74,16 +91,32 @@ ST_CONFIG_FILES = (
 
 
 @dataclass(frozen=True)
+class DenseLayer:
+    """A ``Dense`` module of a sentence-transformers pipeline (its configuration)."""
+
+    #: Folder of the module, relative to the model's root (``"2_Dense"``).
+    path: str
+    in_features: int
+    out_features: int
+    bias: bool = True
+    #: Dotted name of a ``torch.nn`` module class (``"torch.nn.modules.activation.Tanh"``).
+    activation: str = "torch.nn.modules.activation.Tanh"
+    use_residual: bool = False
+
+
+@dataclass(frozen=True)
 class SentenceTransformersConfig:
     """What a model's sentence-transformers files say about its embeddings."""
 
-    #: The skbert pooling equal to the model's Pooling module, or None
-    #: (no Pooling module, or a mode combination skbert does not offer).
+    #: The skbert pooling equal to the model's Pooling module ("+"-joined
+    #: for several modes, e.g. ``"max+mean"``), or None (no Pooling module).
     pooling: str | None = None
     #: The raw pooling modes, as sentence-transformers concatenates them.
     pooling_modes: tuple = ()
     #: False when the Pooling module leaves prompt tokens out of pooling.
     include_prompt: bool = True
+    #: The Dense layers after the Pooling module, in order.
+    dense: tuple = ()
     #: Whether the pipeline ends with L2 normalisation (a Normalize module).
     normalize: bool = False
     max_seq_length: int | None = None
@@ -91,8 +124,14 @@ class SentenceTransformersConfig:
     prompts: dict = field(default_factory=dict)
     default_prompt_name: str | None = None
     similarity_fn_name: str | None = None
-    #: Module types of the pipeline that skbert does not reproduce.
-    unsupported_modules: tuple = ()
+    #: What of the pipeline skbert does not reproduce: one sentence each,
+    #: naming the module (or option) and what to do.
+    unsupported: tuple = ()
+
+    @property
+    def unsupported_modules(self):
+        """Alias of :attr:`unsupported` (the name of earlier versions)."""
+        return self.unsupported
 
 
 def _module_kind(type_name):
@@ -109,11 +148,110 @@ def _pooling_modes(config):
 
 
 def _skbert_pooling(modes):
-    if len(modes) == 1:
-        return ST_POOLING_MODES.get(modes[0])
-    if tuple(modes) == ("mean", "max"):
+    """The skbert pooling equal to sentence-transformers' ``modes``, or None."""
+    names = [ST_POOLING_MODES.get(mode) for mode in modes]
+    if not names or None in names:
+        return None
+    if len(names) == 1:
+        return names[0]
+    if names == ["mean", "max"]:
         return "mean_max"
-    return None
+    return "+".join(names)
+
+
+#: sentence_bert_config.json file names sentence-transformers tries, in order.
+_TRANSFORMER_CONFIGS = (
+    "sentence_bert_config.json",
+    "sentence_roberta_config.json",
+    "sentence_distilbert_config.json",
+    "sentence_camembert_config.json",
+    "sentence_albert_config.json",
+    "sentence_xlm-roberta_config.json",
+    "sentence_xlnet_config.json",
+)
+#: The plain-text modality of a feature-extraction Transformer module.
+_PLAIN_TEXT = {"method": "forward", "method_output_name": "last_hidden_state"}
+#: Loading arguments of a Transformer module that do not change what it computes.
+_HARMLESS_KWARGS = {"trust_remote_code", "revision", "cache_dir", "local_files_only", "token",
+                    "subfolder"}
+
+
+def _transformer_problems(config):
+    """What of a Transformer module's options skbert does not reproduce."""
+    problems = []
+    task = config.get("transformer_task")
+    if task not in (None, "feature-extraction"):
+        problems.append(
+            f"Transformer: transformer_task={task!r} (skbert reproduces "
+            "'feature-extraction' models only)."
+        )
+    modality = config.get("modality_config")
+    if modality is not None:
+        if "message" in modality:
+            problems.append(
+                "Transformer: modality_config has a 'message' entry, so "
+                "sentence-transformers renders every text through the tokenizer's "
+                "chat template (and a prompt as a system message); skbert does not "
+                "render chat templates. Encode with sentence-transformers, or remove "
+                "the 'message' entry from sentence_bert_config.json if the model "
+                "was trained on plain texts."
+            )
+        others = {k: v for k, v in modality.items() if k != "message"}
+        text = {k: v for k, v in dict(others.get("text") or {}).items() if k != "format"}
+        if set(others) != {"text"} or text != _PLAIN_TEXT:
+            problems.append(
+                f"Transformer: modality_config {others!r} (skbert reads the plain "
+                f"text modality {{'text': {_PLAIN_TEXT!r}}} only)."
+            )
+    output = config.get("module_output_name")
+    if output not in (None, "token_embeddings"):
+        problems.append(
+            f"Transformer: module_output_name={output!r} (skbert pools token embeddings)."
+        )
+    if config.get("processing_kwargs"):
+        problems.append(
+            f"Transformer: processing_kwargs={config['processing_kwargs']!r} change how "
+            "texts are tokenised; skbert does not apply them."
+        )
+    for names in (("model_args", "model_kwargs"), ("tokenizer_args", "processor_kwargs"),
+                  ("config_args", "config_kwargs")):
+        for name in names:
+            extra = sorted(set(config.get(name) or {}) - _HARMLESS_KWARGS)
+            if extra:
+                problems.append(
+                    f"Transformer: {name} sets {', '.join(extra)}, which skbert does "
+                    "not apply when loading the model."
+                )
+    return problems
+
+
+def _dense_layer(prefix, config):
+    """A :class:`DenseLayer` from a Dense module's config, or why not."""
+    try:
+        layer = DenseLayer(
+            path=prefix.rstrip("/"),
+            in_features=int(config["in_features"]),
+            out_features=int(config["out_features"]),
+            bias=bool(config.get("bias", True)),
+            activation=str(config.get("activation_function")
+                           or "torch.nn.modules.activation.Tanh"),
+            use_residual=bool(config.get("use_residual", False)),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None, f"Dense ({prefix.rstrip('/') or '.'}): its config.json lacks in_features/out_features."
+    for key in ("module_input_name", "module_output_name"):
+        if config.get(key) not in (None, "sentence_embedding"):
+            return None, (
+                f"Dense ({layer.path}): {key}={config[key]!r} (skbert applies Dense "
+                "layers to the pooled sentence embedding only)."
+            )
+    if not layer.activation.startswith("torch."):
+        return None, (
+            f"Dense ({layer.path}): activation_function={layer.activation!r} is not "
+            "a torch.nn module (sentence-transformers itself needs trust_remote_code "
+            "for it)."
+        )
+    return layer, None
 
 
 def parse_st_config(read):
@@ -134,34 +272,68 @@ def parse_st_config(read):
     modules = read("modules.json")
     if not isinstance(modules, list):
         return None
-    values = {"unsupported_modules": []}
+    values = {"dense": []}
+    problems = []
+    stage = "transformer"  # then "pooling", "dense", "normalize": the order skbert reproduces
     for i, module in enumerate(sorted(modules, key=lambda m: int(m.get("idx", 0)))):
         kind = _module_kind(module.get("type", ""))
         path = str(module.get("path", "") or "")
         prefix = f"{path}/" if path else ""
         if kind == "Transformer" and i == 0:
-            bert = read(f"{prefix}sentence_bert_config.json") or {}
+            bert = {}
+            for name in _TRANSFORMER_CONFIGS:
+                bert = read(f"{prefix}{name}") or {}
+                if bert:
+                    break
             if bert.get("max_seq_length") is not None:
                 values["max_seq_length"] = int(bert["max_seq_length"])
             values["do_lower_case"] = bool(bert.get("do_lower_case", False))
-        elif kind == "Pooling" and "pooling_modes" not in values:
+            problems += _transformer_problems(bert)
+            continue
+        if i == 0:
+            problems.append(
+                f"{kind} ({path or '.'}): the pipeline does not start with a "
+                "Transformer module, so skbert has no encoder to run."
+            )
+            continue
+        if kind == "Pooling" and stage == "transformer":
             pooling = read(f"{prefix}config.json") or {}
             modes = _pooling_modes(pooling)
             values["pooling_modes"] = modes
             values["pooling"] = _skbert_pooling(modes)
             values["include_prompt"] = bool(pooling.get("include_prompt", True))
             if values["pooling"] is None:
-                values["unsupported_modules"].append(f"Pooling{list(modes)}")
-        elif kind == "Normalize":
+                problems.append(
+                    f"Pooling ({path or '.'}): mode(s) {list(modes)} (skbert knows "
+                    f"{', '.join(ST_POOLING_MODES)})."
+                )
+            stage = "pooling"
+        elif kind == "Dense" and stage in ("pooling", "dense"):
+            layer, problem = _dense_layer(prefix, read(f"{prefix}config.json") or {})
+            if problem:
+                problems.append(problem)
+            else:
+                values["dense"].append(layer)
+            stage = "dense"
+        elif kind == "Normalize" and stage in ("pooling", "dense"):
             values["normalize"] = True
+            stage = "normalize"
+        elif kind == "Dropout" and stage in ("pooling", "dense"):
+            pass  # the identity at inference
         else:
-            values["unsupported_modules"].append(kind)
+            problems.append(
+                f"{kind} ({path or '.'}): skbert reproduces Transformer, Pooling, "
+                "Dense and Normalize modules only, in that order."
+            )
     extra = read("config_sentence_transformers.json") or {}
     prompts = extra.get("prompts") or {}
     values["prompts"] = {str(k): str(v) for k, v in prompts.items() if v is not None}
     values["default_prompt_name"] = extra.get("default_prompt_name") or None
     values["similarity_fn_name"] = extra.get("similarity_fn_name") or None
-    values["unsupported_modules"] = tuple(values["unsupported_modules"])
+    # A Dense layer that cannot be reproduced leaves the others meaningless.
+    dense_problem = any(problem.startswith("Dense") for problem in problems)
+    values["dense"] = () if dense_problem else tuple(values["dense"])
+    values["unsupported"] = tuple(problems)
     return SentenceTransformersConfig(**values)
 
 
@@ -230,17 +402,158 @@ def read_st_config(spec):
     return config
 
 
-def warn_unsupported(spec, config):
-    """Warn that ``config`` holds modules whose effect skbert does not reproduce."""
-    if config is not None and config.unsupported_modules:
+def check_supported(spec, config, on_unsupported="raise"):
+    """Raise (or warn) when ``config`` holds what skbert does not reproduce.
+
+    Parameters
+    ----------
+    spec : skbert._model.backend.ModelSpec
+    config : SentenceTransformersConfig or None
+    on_unsupported : {"raise", "warn"}, default="raise"
+        "warn" turns the ValueError into a :class:`ModelConfigWarning`; the
+        features then follow the supported modules only.
+    """
+    if config is None or not config.unsupported:
+        return
+    what = " ".join(config.unsupported)
+    if on_unsupported == "warn":
         warnings.warn(
-            f"Model {spec.name!r} has sentence-transformers modules that skbert "
-            f"does not reproduce: {', '.join(config.unsupported_modules)}. The "
-            "features follow its Transformer, Pooling and Normalize modules only, "
-            "so they differ from SentenceTransformer.encode.",
+            f"Model {spec.name!r} has sentence-transformers modules or options that "
+            f"skbert does not reproduce, ignored as on_unsupported='warn' asks: {what} "
+            "The features differ from SentenceTransformer.encode.",
             ModelConfigWarning,
             stacklevel=4,
         )
+        return
+    raise ValueError(
+        f"Model {spec.name!r} has sentence-transformers modules or options that "
+        f"skbert does not reproduce: {what} Its features would differ from "
+        "SentenceTransformer.encode, so skbert refuses them. Pass "
+        "on_unsupported='warn' to use the supported modules only, knowingly."
+    )
+
+
+def _model_file(spec, relative):
+    """Local path of the file ``relative`` of the model, or None when it has none."""
+    path = _backend.resolve_model(spec)
+    if Path(path).is_dir():
+        full = os.path.join(path, relative)
+        return full if os.path.isfile(full) else None
+    try:
+        from huggingface_hub import hf_hub_download, try_to_load_from_cache
+    except ImportError:  # pragma: no cover - a dependency of transformers
+        return None
+    found = try_to_load_from_cache(path, relative, revision=spec.revision)
+    if isinstance(found, str):
+        return found
+    if found is not None:
+        return None
+    try:
+        return hf_hub_download(path, relative, revision=spec.revision)
+    except Exception:  # noqa: BLE001 - missing file, offline, no access
+        return None
+
+
+def load_dense_layers(spec, config):
+    """The Dense layers of ``config`` as float32 torch modules (weights read from disk).
+
+    safetensors weights are read as data; a ``pytorch_model.bin`` only with
+    ``spec.use_safetensors`` False (pickle can run code), and then with
+    ``torch.load(weights_only=True)``.
+
+    Returns
+    -------
+    layers : list of torch.nn.Module
+        Each maps ``(n, in_features)`` to ``(n, out_features)``.
+    """
+    import importlib
+
+    import torch
+
+    layers = []
+    for dense in config.dense:
+        safe = _model_file(spec, f"{dense.path}/model.safetensors")
+        if safe is not None:
+            from safetensors.torch import load_file
+
+            state = load_file(safe)
+        else:
+            pickled = _model_file(spec, f"{dense.path}/pytorch_model.bin")
+            if pickled is None:
+                raise OSError(
+                    f"The Dense module {dense.path!r} of model {spec.name!r} has no "
+                    "weights (neither model.safetensors nor pytorch_model.bin)."
+                )
+            if spec.use_safetensors:
+                raise OSError(
+                    f"The Dense module {dense.path!r} of model {spec.name!r} has its "
+                    "weights in pytorch_model.bin only. skbert loads safetensors only "
+                    "by default because pickle weights can run arbitrary code when "
+                    "loaded. If you trust this model, pass use_safetensors=False to "
+                    "opt in."
+                )
+            state = torch.load(pickled, map_location="cpu", weights_only=True)
+        module_name, _, class_name = dense.activation.rpartition(".")
+        activation = getattr(importlib.import_module(module_name), class_name, None)
+        if not (isinstance(activation, type) and issubclass(activation, torch.nn.Module)):
+            raise ValueError(
+                f"The Dense module {dense.path!r} of model {spec.name!r} names "
+                f"activation_function={dense.activation!r}, which is not a torch.nn "
+                "module class."
+            )
+        linear = torch.nn.Linear(dense.in_features, dense.out_features, bias=dense.bias)
+        wanted = {"linear.weight": linear.weight}
+        if dense.bias:
+            wanted["linear.bias"] = linear.bias
+        residual = None
+        if dense.use_residual and dense.in_features != dense.out_features:
+            residual = torch.nn.Linear(dense.in_features, dense.out_features, bias=False)
+            wanted["residual.weight"] = residual.weight
+        with torch.no_grad():
+            for key, param in wanted.items():
+                if key not in state or tuple(state[key].shape) != tuple(param.shape):
+                    raise ValueError(
+                        f"The weights of the Dense module {dense.path!r} of model "
+                        f"{spec.name!r} lack {key!r} of shape {tuple(param.shape)}."
+                    )
+                param.copy_(state[key].float())
+        layers.append(_DenseModule(linear, activation(), dense.use_residual, residual))
+    return layers
+
+
+def _DenseModule(linear, activation, use_residual, residual):  # noqa: N802 - torch built lazily
+    import torch
+
+    class DenseModule(torch.nn.Module):
+        """sentence-transformers' Dense: ``activation(linear(x))`` (+ residual)."""
+
+        def __init__(self):
+            super().__init__()
+            self.linear, self.activation, self.residual = linear, activation, residual
+            self.use_residual = use_residual
+
+        def forward(self, x):
+            out = self.activation(self.linear(x))
+            if self.use_residual:
+                out = out + (x if self.residual is None else self.residual(x))
+            return out
+
+    return DenseModule().eval()
+
+
+def apply_dense(pooled, layers):
+    """Run pooled vectors ``(n, n_layers, dim)`` through the Dense ``layers`` (numpy in, out)."""
+    import numpy as np
+    import torch
+
+    if not layers:
+        return pooled
+    n, n_layers, dim = pooled.shape
+    with torch.inference_mode():
+        x = torch.from_numpy(np.ascontiguousarray(pooled, dtype=np.float32)).reshape(-1, dim)
+        for layer in layers:
+            x = layer(x)
+    return x.reshape(n, n_layers, -1).numpy()
 
 
 # ---------------------------------------------------------------- prompts
@@ -276,3 +589,34 @@ def position_limit(spec):
     if config.model_type in {"roberta", "xlm-roberta", "camembert"}:
         pos -= (config.pad_token_id or 0) + 1
     return int(pos)
+
+
+def auto_max_length(spec, config):
+    """``max_length="auto"``: the token limit sentence-transformers applies to the model.
+
+    The model's own ``max_seq_length`` when its sentence-transformers files
+    declare one; otherwise, as sentence-transformers sets it, the tokenizer's
+    ``model_max_length`` capped at the model's ``max_position_embeddings``.
+    Either way at most what the position embeddings allow (RoBERTa-style
+    models reserve the first positions), where sentence-transformers would
+    fail on longer texts. Raises a ValueError when no limit is known.
+    """
+    limit = position_limit(spec)
+    if config is not None and config.max_seq_length:
+        own = int(config.max_seq_length)
+    else:
+        model = _backend.load_config(spec)
+        tokenizer = _backend.load_tokenizer(spec)
+        own = getattr(tokenizer, "model_max_length", None)
+        own = int(own) if own is not None and own < 1_000_000 else None
+        pos = getattr(model, "max_position_embeddings", None)
+        if pos is not None and pos != -1:
+            own = int(pos) if own is None else min(own, int(pos))
+    if own is None and limit is None:
+        raise ValueError(
+            f"max_length='auto': model {spec.name!r} declares no token limit (no "
+            "max_seq_length, no model_max_length in its tokenizer, no position "
+            "embeddings), and sentence-transformers would not truncate at all. Pass "
+            "an explicit max_length=..."
+        )
+    return own if limit is None else limit if own is None else min(own, limit)

@@ -386,18 +386,20 @@ def test_prompt_is_a_grid_searchable_hyperparameter(st_models):
     assert search.best_params_["bert__prompt_name"] in ("query", "passage")
 
 
-def test_unsupported_module_warns(tmp_path):
+def test_unsupported_module_raises_unless_warn_is_asked(tmp_path):
     folder = make_tiny_model(tmp_path / "dense", "bert")
     write_st_files(folder, dim=32, pooling="cls", normalize=True,
                    extra_modules=["sentence_transformers.models.Dense"])
     from skbert.exceptions import ModelConfigWarning
 
+    # A Dense module without its configuration: never silently left out,
+    # whether the pooling is the model's own or not.
+    for params in ({"normalize": "auto"}, {"pooling": "cls", "normalize": False}):
+        with pytest.raises(ValueError, match=r"Dense \(2_X\): its config.json lacks"):
+            BertVectorizer(folder, **params).fit(["x"])
     with pytest.warns(ModelConfigWarning, match="Dense"):
-        vec = BertVectorizer(folder, normalize="auto").fit(["x"])
-    assert (vec.pooling_, vec.normalize_) == ("cls", True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        BertVectorizer(folder, pooling="cls", normalize=False).fit(["x"])
+        vec = BertVectorizer(folder, normalize="auto", on_unsupported="warn").fit(["x"])
+    assert (vec.pooling_, vec.normalize_, vec.dense_layers_) == ("cls", True, 0)
 
 
 # --------------------------------------------------------------- the cache
