@@ -103,6 +103,7 @@ from .posix import (
     publish_at,
     read_json_at,
     read_small_at,
+    refusal,
     replace_at,
     rmtree_at,
     stale_tmp,
@@ -793,11 +794,7 @@ class FeatureCache:
         finally:
             close_dir(handle)
         if problem is not None:
-            self._unusable(
-                f"refusing to use {self.root}: {problem}. Anyone who can write there can "
-                "change your features; use a folder only you can write to (chmod 700, "
-                "owned by you)"
-            )
+            self._unusable(refusal(self.root, problem))
             return
         if create_error is not None:
             # The store exists but we cannot write to it: reading still works.

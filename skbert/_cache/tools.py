@@ -16,7 +16,7 @@ from .local import store_compact as local_compact
 from .local import store_info as local_info
 from .local import store_verify as local_verify
 from .memory import clear as clear_memory
-from .open import is_url, store_location
+from .open import check_memory, is_url, store_location
 from .segments import SegmentSink
 from .segments import iter_store_entries as segment_entries
 from .segments import store_clear as segment_clear
@@ -73,6 +73,7 @@ def cache_info(path, *, storage_options=None):
     """
     if is_url(path):
         return segment_info(*store_location(path, storage_options))
+    check_memory(path)
     return local_info(path)
 
 
@@ -108,6 +109,7 @@ def cache_verify(path, *, storage_options=None):
     """
     if is_url(path):
         return segment_verify(*store_location(path, storage_options))
+    check_memory(path)
     return local_verify(path)
 
 
@@ -142,6 +144,7 @@ def cache_clear(path, max_bytes=None, *, storage_options=None):
 
     if is_url(path):
         return segment_clear(*store_location(path, storage_options), max_bytes)
+    check_memory(path)
     return local_clear(path, max_bytes)
 
 
@@ -173,6 +176,7 @@ def cache_compact(path, *, storage_options=None):
     """
     if is_url(path):
         return segment_compact(*store_location(path, storage_options))
+    check_memory(path)
     return local_compact(path)
 
 
@@ -207,11 +211,13 @@ def cache_copy(src, dst, *, storage_options=None, dst_storage_options=None):
         fs, root, _ = store_location(src, storage_options)
         entries = segment_entries(fs, root)
     else:
+        check_memory(src)
         entries = local_entries(src)
     if is_url(dst):
         fs, root, _ = store_location(dst, dst_storage_options)
         sink = SegmentSink(fs, root)
     else:
+        check_memory(dst)
         sink = LocalSink(dst)
     copied = skipped = damaged = nbytes = 0
     for ns, meta, kind, key, entry in entries:

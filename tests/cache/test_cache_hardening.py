@@ -520,3 +520,41 @@ def test_max_bytes_accepts_units(tiny_model, tmp_path, capsys):
         main(["cache", "clear", str(tmp_path), "--max-bytes", "lots"])
     assert exit_info.value.code == 2
     assert "is not a size" in capsys.readouterr().err
+
+
+# ------------------- issue 19, item 2: one policy for a path and a file:// URL
+def _spell(memory, spelling):
+    return memory.as_uri() if spelling == "file-url" else memory
+
+
+_UNSAFE = {
+    # name: (change making the folder unsafe, words of the refusal, needs root)
+    "store-writable-by-others": (lambda m: os.chmod(m / STORE_DIR, 0o777), "writable by other users", False),
+    "memory-world-writable": (lambda m: os.chmod(m, 0o777), "writable by everyone", False),
+    "store-owned-by-another-user": (
+        lambda m: os.chown(m / STORE_DIR, 4242, -1), "owned by another user (uid 4242)", True
+    ),
+    # The issue's case: a world-writable folder of another user, with well-formed entries.
+    "memory-of-another-user": (
+        lambda m: (os.chown(m, 4242, -1), os.chmod(m, 0o777)), "owned by another user", True
+    ),
+}
+
+
+@pytest.mark.parametrize("spelling", ["path", "file-url"])
+@pytest.mark.parametrize("case", sorted(_UNSAFE))
+def test_an_unsafe_folder_is_refused_as_a_path_and_as_a_file_url(tiny_model, tmp_path, case, spelling):
+    from skbert._cache import segments
+
+    change, words, root_only = _UNSAFE[case]
+    if root_only and (not hasattr(os, "geteuid") or os.geteuid() != 0):
+        pytest.skip("chown to another user needs root")
+    texts = _corpus(5, seed=19)
+    memory = tmp_path / "cache"
+    segments._STATES.clear()  # what a new process knows of segment stores
+    n_forward, messages = _warm_then(
+        tiny_model, _spell(memory, spelling), texts, lambda: change(memory)
+    )
+    assert n_forward == len(texts)  # nothing read from the unsafe folder
+    (message,) = messages
+    assert "refusing" in message and words in message

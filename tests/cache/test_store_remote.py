@@ -452,3 +452,50 @@ def test_file_url_uses_segments_on_a_shared_folder(tiny_model, tmp_path):
     np.testing.assert_array_equal(BertVectorizer(tiny_model, memory=url).fit_transform(texts), fresh)
     assert _forward_texts() == before
     assert cache_info(url)["entries"] == 20 and cache_verify(url)["damaged"] == []
+
+
+def _tree(folder):
+    return {
+        str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None)
+        for p in sorted(folder.rglob("*"))
+    }
+
+
+def test_file_url_never_follows_a_planted_link(tiny_model, tmp_path):
+    # issue 19, item 1: <store>/<namespace>/attn pointing elsewhere.
+    from skbert._cache.format import STORE_DIR
+
+    texts = _corpus(6, seed=19)
+    folder = tmp_path / "shared"
+    url = folder.as_uri()
+    want = BertVectorizer(tiny_model, pooling="attention").fit_transform(texts)
+    BertVectorizer(tiny_model, memory=url, pooling="attention").fit_transform(texts)
+    (ns,) = [p for p in (folder / STORE_DIR).iterdir() if p.is_dir()]
+    # The real attention segments move out of the store; a link points at them.
+    outside = tmp_path / "outside"
+    os.rename(ns / "attn", outside)
+    (ns / "attn").symlink_to(outside)
+    before_outside = _tree(outside)
+    assert any(name.endswith(".skseg") for name in before_outside)
+
+    _new_process()
+    before = _forward_texts()
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        vec = BertVectorizer(tiny_model, memory=url, pooling="attention")
+        got = vec.fit_transform(texts + ["one more text"])
+    # Nothing read through the link (every text computed), nothing written there.
+    assert _forward_texts() - before == len(texts) + 1
+    np.testing.assert_allclose(got[: len(texts)], want, rtol=0, atol=1e-6)
+    assert _tree(outside) == before_outside
+    messages = [str(w.message) for w in record if issubclass(w.category, FeatureCacheWarning)]
+    assert len(messages) == 1 and "symlink" in messages[0]
+
+    # Nor do the tools: the link is listed as nothing, and removed itself.
+    assert cache_info(url)["entries"] == len(texts)  # the base kind only
+    cache_verify(url)
+    cache_compact(url)
+    cache_clear(url, max_bytes=0)
+    cache_clear(url)
+    assert _tree(outside) == before_outside
+    assert not (ns / "attn").exists() and not (ns / "attn").is_symlink()
