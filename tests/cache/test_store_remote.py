@@ -279,6 +279,44 @@ def test_s3_damaged_segment_detected_warned_recomputed(tiny_model, s3_store):
     assert _forward_texts() == before
 
 
+def test_s3_empty_segment_is_skipped_like_any_damaged_one(tiny_model, s3_store, tmp_path):
+    # issue 19, item 5: a 0-byte segment made every process's ranged index read
+    # fail ("requested range is not satisfiable") and disabled the whole store.
+    texts = _corpus(40, seed=19)
+    fresh = BertVectorizer(tiny_model).fit_transform(texts)
+    BertVectorizer(tiny_model, memory=s3_store.url).fit_transform(texts)
+    keys = _segment_keys(s3_store)
+    s3_store.client().put_object(Bucket=s3_store.bucket, Key=keys[0], Body=b"")
+    n_first = int(keys[0].rsplit("-", 1)[1].split(".")[0])
+
+    _new_process()
+    before = _forward_texts()
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        vec = BertVectorizer(tiny_model, memory=s3_store.url)
+        got = vec.fit_transform(texts)
+    # Only the empty segment's texts are recomputed, and stored again.
+    assert _forward_texts() - before == n_first
+    assert vec.last_cache_stats_["hits"] == 40 - n_first
+    assert vec.last_cache_stats_["written"] == n_first
+    np.testing.assert_allclose(got, fresh, rtol=0, atol=1e-6)
+    messages = [str(w.message) for w in record if issubclass(w.category, FeatureCacheWarning)]
+    assert len(messages) == 1 and "1 damaged" in messages[0] and "truncated" in messages[0]
+
+    # Another process reads everything; copying into the store skips what it holds.
+    _new_process()
+    before = _forward_texts()
+    with pytest.warns(FeatureCacheWarning, match="damaged"):
+        BertVectorizer(tiny_model, memory=s3_store.url).fit_transform(texts)
+    assert _forward_texts() == before
+    local = tmp_path / "local"
+    BertVectorizer(tiny_model, memory=local).fit_transform(texts)
+    assert cache_copy(local, s3_store.url)["skipped"] == 40
+    # verify deletes it.
+    report = cache_verify(s3_store.url)
+    assert len(report["damaged"]) == 1 and keys[0] not in s3_store.objects()
+
+
 _WRITER = """
     import os, sys, time
     import skbert._cache.segments as ss
