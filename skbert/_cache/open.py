@@ -31,8 +31,14 @@ __all__ = ["is_url", "check_memory", "filesystem", "store_location", "open_store
 
 _URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*(://|::)")
 #: A scheme (two characters or more: ``C:/`` is a Windows drive) and a colon
-#: before a slash or a backslash, without the two slashes of a URL: ``s3:/bucket``.
+#: without the two slashes of a URL: ``s3:/bucket`` (or ``s3:bucket``, see _KNOWN).
 _BROKEN_URL_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]+):(?!//)([/\\]*)(.*)$", re.DOTALL)
+
+#: Schemes that name storage even without slashes (``s3:bucket/x`` is no folder name).
+_KNOWN = {
+    "s3", "s3a", "gs", "gcs", "abfs", "abfss", "az", "adl", "file", "local", "memory",
+    "http", "https", "hdfs", "webhdfs", "ftp", "sftp", "ssh", "hf", "oci", "oss",
+}
 
 #: What to install for a protocol whose fsspec implementation is missing.
 _INSTALL = {
@@ -73,7 +79,7 @@ def check_memory(memory):
     if not isinstance(memory, str):
         return
     match = _BROKEN_URL_RE.match(memory)
-    if match is None or not match.group(2):
+    if match is None or not (match.group(2) or match.group(1).lower() in _KNOWN):
         return
     scheme, rest = match.group(1), match.group(3).replace("\\", "/")
     meant = f"{scheme}:///{rest}" if scheme.lower() in ("file", "local") else f"{scheme}://{rest}"

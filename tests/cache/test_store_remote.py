@@ -13,6 +13,7 @@ import json
 import math
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -166,6 +167,31 @@ def test_missing_protocol_raises_importerror_and_creates_no_folder(
     with pytest.raises(ValueError, match="unknown storage protocol"):
         BertVectorizer(tiny_model, memory="nosuchproto://x").fit_transform(["a text"])
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "memory, meant",
+    [("s3:/bucket/x", "s3://bucket/x"), ("gs:bucket/x", "gs://bucket/x"),
+     ("file:/data/x", "file:///data/x"), ("s3:\\bucket\\x", "s3://bucket/x"),
+     ("notes:/x", "notes://x")],
+)
+def test_url_like_path_that_is_no_url_is_refused(tiny_model, tmp_path, memory, meant):
+    # issue 19, item 6: "s3:/bucket/x" (one slash) silently became a folder "s3:".
+    from skbert import cache_copy
+
+    with pytest.raises(ValueError, match=f"two slashes.*{meant!r}"):
+        BertVectorizer(tiny_model, memory=memory).fit_transform(["a text"])
+    for tool in (cache_info, cache_verify, cache_clear, cache_compact):
+        with pytest.raises(ValueError, match="two slashes"):
+            tool(memory)
+    with pytest.raises(ValueError, match="two slashes"):
+        cache_copy(tmp_path, memory)
+    assert list(tmp_path.iterdir()) == []
+    # A local folder of that name is still reachable, spelled as a path.
+    BertVectorizer(tiny_model, memory="./" + memory).fit_transform(["a text"])
+    assert cache_info("./" + memory)["entries"] == 1
+    for path in tmp_path.iterdir():  # (the fixture checks that no "s3:" folder is left)
+        shutil.rmtree(path)
 
 
 # ---------------------------------------------------------------------- on S3
