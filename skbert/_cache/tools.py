@@ -156,9 +156,11 @@ def cache_compact(path, *, storage_options=None):
     readers one request to load its index. Compaction packs each kind's small
     segments (under half of :data:`skbert._cache.segments.SEGMENT_ENTRIES`
     entries and of :data:`~skbert._cache.segments.SEGMENT_BYTES` bytes) into
-    full ones, keeps each entry once, publishes them, and only then deletes
-    the merged segments: readers meanwhile see every entry in one or the
-    other. A local directory (one file per entry) has nothing to compact.
+    full ones, keeps each entry once (full segments that repeat entries of
+    others, left by overlapping writers, are rewritten too), publishes them,
+    and only then deletes the merged segments: readers meanwhile see every
+    entry in one or the other. A local directory (one file per entry) has
+    nothing to compact.
 
     Parameters
     ----------

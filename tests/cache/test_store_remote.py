@@ -489,6 +489,37 @@ def test_s3_operations_info_copy_compact_clear(tiny_model, s3_store, tmp_path):
     assert cache_info(s3_store.url)["entries"] == 0
 
 
+def test_s3_compaction_drops_duplicates_of_full_segments(tiny_model, s3_store):
+    # issue 19, item 8: two overlapping writers leave full segments holding the
+    # same entries; compaction skipped full segments, and cache_info counted twice.
+    texts = _corpus(40, seed=23)
+    BertVectorizer(tiny_model, memory=s3_store.url).fit_transform(texts)
+    keys = _segment_keys(s3_store)
+    assert len(keys) == 3  # 16 + 16 + 8 entries: none small
+    client = s3_store.client()
+
+    def entries(key):
+        body = client.get_object(Bucket=s3_store.bucket, Key=key)["Body"].read()
+        return list(ss.read_segment(body, key.rsplit("/", 1)[1]))
+
+    # What the other writer published: half of each of the first two segments.
+    overlap = dict(entries(keys[0])[:8] + entries(keys[1])[8:])
+    name, data = ss.pack_segment(overlap)
+    client.put_object(Bucket=s3_store.bucket, Key=keys[0].rsplit("/", 1)[0] + "/" + name, Body=data)
+    assert cache_info(s3_store.url)["entries"] == 56
+
+    report = cache_compact(s3_store.url)
+    assert report["duplicates_removed"] == 16
+    assert cache_info(s3_store.url)["entries"] == 40
+    assert cache_verify(s3_store.url)["ok"] == 40
+    assert cache_compact(s3_store.url)["segments_merged"] == 0  # nothing left to do
+    _new_process()
+    before = _forward_texts()
+    got = BertVectorizer(tiny_model, memory=s3_store.url).fit_transform(texts)
+    assert _forward_texts() == before
+    np.testing.assert_array_equal(got, BertVectorizer(tiny_model).fit_transform(texts))
+
+
 def test_s3_unreachable_store_warns_and_computes(tiny_model, s3_store):
     # A bucket that does not exist: one warning, features computed uncached.
     url = f"s3://{s3_store.bucket}-missing/cache"
