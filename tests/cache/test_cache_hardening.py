@@ -558,3 +558,38 @@ def test_an_unsafe_folder_is_refused_as_a_path_and_as_a_file_url(tiny_model, tmp
     assert n_forward == len(texts)  # nothing read from the unsafe folder
     (message,) = messages
     assert "refusing" in message and words in message
+
+
+# ------------------ issue 19, item 7: a concurrent clear is not a storage fault
+@pytest.mark.parametrize("clears", ["twice-in-a-row", "at-every-write"])
+def test_a_clear_while_writing_is_not_blamed_on_the_storage(tiny_model, tmp_path, monkeypatch, clears):
+    from skbert._cache import local
+
+    texts = _corpus(12, seed=7)
+    memory = tmp_path / "cache"
+    publish = local.publish_at
+    calls = []
+
+    def clear_then_publish(parent, name, data):
+        # Another process empties the store just before this entry is published
+        # (the real clear, on the real folders this writer holds open).
+        if len(name) == 62:
+            calls.append(name)
+            if clears == "at-every-write" or len(calls) in (3, 4):
+                local.store_clear(memory)
+        return publish(parent, name, data)
+
+    monkeypatch.setattr(local, "publish_at", clear_then_publish)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        got = BertVectorizer(tiny_model, memory=memory).fit_transform(texts)
+    np.testing.assert_allclose(got, BertVectorizer(tiny_model).fit_transform(texts), atol=1e-6)
+    messages = [str(w.message) for w in _cache_warnings(record)]
+    assert not any("Free space" in m for m in messages)
+    if clears == "twice-in-a-row":
+        # The writer starts again and stores everything written after the clears.
+        assert messages == []
+        assert cache_info(memory)["entries"] == len(texts) - 2
+    else:
+        (message,) = messages
+        assert "emptied by another process" in message
