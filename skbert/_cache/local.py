@@ -103,6 +103,7 @@ from .posix import (
     publish_at,
     read_json_at,
     read_small_at,
+    refusal,
     replace_at,
     rmtree_at,
     stale_tmp,
@@ -143,6 +144,8 @@ _LOCK_FILE = ".lock"
 _QUARANTINE = "quarantine"
 #: Reads refresh an entry's modification time (its LRU age) at most this often.
 _TOUCH_SECONDS = 600
+#: A write starts again this many times when a concurrent clear keeps removing its folders.
+_CLEAR_RETRIES = 5
 
 try:  # pragma: no cover - Windows has no flock
     import fcntl
@@ -352,7 +355,8 @@ class Namespace:
             return 0
         keys = list(keys)
         written = 0
-        for attempt in range(2):
+        failures = progress = 0
+        while True:
             handles = []
             try:
                 root = cache._open_root()
@@ -379,10 +383,15 @@ class Namespace:
                     written += 1
                     cache.bytes_written += len(data)
                 break
-            except FileNotFoundError as exc:
-                # A concurrent `clear` removed a folder we hold: start again, once.
-                if attempt:
-                    cache._write_failed(exc)
+            except FileNotFoundError:
+                # A concurrent `clear` removed a folder we hold: not a storage
+                # fault. Start again where we were; give up only when clears
+                # keep winning (no entry written between them).
+                failures = failures + 1 if written == progress else 1
+                progress = written
+                if failures >= _CLEAR_RETRIES:
+                    cache._cleared_meanwhile()
+                    break
             except OSError as exc:
                 cache._write_failed(exc)
                 break
@@ -451,6 +460,8 @@ class Namespace:
             if lstat_or_none(ns_dir, "namespace.json") is not None:
                 unlink_at(ns_dir, "namespace.json")  # a link is removed, never followed
             publish_at(ns_dir, "namespace.json", json.dumps(meta, sort_keys=True, indent=1).encode())
+        except FileNotFoundError:
+            pass  # a concurrent clear: informational only, written by the next call
         except OSError as exc:
             cache._write_failed(exc)
         finally:
@@ -766,6 +777,7 @@ class FeatureCache:
         self.usable = True
         self.writable = True
         self.write_error = None
+        self.cleared = False
         create_error = None
         created = False
         try:
@@ -793,11 +805,7 @@ class FeatureCache:
         finally:
             close_dir(handle)
         if problem is not None:
-            self._unusable(
-                f"refusing to use {self.root}: {problem}. Anyone who can write there can "
-                "change your features; use a folder only you can write to (chmod 700, "
-                "owned by you)"
-            )
+            self._unusable(refusal(self.root, problem))
             return
         if create_error is not None:
             # The store exists but we cannot write to it: reading still works.
@@ -848,6 +856,11 @@ class FeatureCache:
         if self.write_error is None:
             self.write_error = exc
 
+    def _cleared_meanwhile(self):
+        """Another process keeps clearing the store while we write: stop writing, say so once."""
+        self.writable = False
+        self.cleared = True
+
     def _damaged_at(self, parent, name, rel, why):
         """Set aside ``name`` in folder handle ``parent`` (``rel``: its path in the store)."""
         self.damaged.append((str(self.root / rel), why))
@@ -896,6 +909,13 @@ class FeatureCache:
                 f"skbert feature cache: cannot write to {self.root} ({self.write_error}); "
                 "features are computed without caching them. Free space or fix "
                 "the folder's permissions, or set memory=None.",
+            )
+        if self.cleared:
+            warn_once(
+                ("cleared", str(self.root)),
+                f"skbert feature cache: {self.root} was emptied by another process "
+                "(cache_clear) while this one wrote to it; the entries not stored are "
+                "computed again when next needed. Nothing is wrong with the storage.",
             )
         if self.damaged:
             n = len(self.damaged)

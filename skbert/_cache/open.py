@@ -24,11 +24,21 @@ import re
 
 from .format import STORE_DIR
 from .local import FeatureCache
+from .localfs import NoFollowFS
 from .segments import SegmentStore
 
-__all__ = ["is_url", "filesystem", "store_location", "open_store"]
+__all__ = ["is_url", "check_memory", "filesystem", "store_location", "open_store"]
 
 _URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*(://|::)")
+#: A scheme (two characters or more: ``C:/`` is a Windows drive) and a colon
+#: without the two slashes of a URL: ``s3:/bucket`` (or ``s3:bucket``, see _KNOWN).
+_BROKEN_URL_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]+):(?!//)([/\\]*)(.*)$", re.DOTALL)
+
+#: Schemes that name storage even without slashes (``s3:bucket/x`` is no folder name).
+_KNOWN = {
+    "s3", "s3a", "gs", "gcs", "abfs", "abfss", "az", "adl", "file", "local", "memory",
+    "http", "https", "hdfs", "webhdfs", "ftp", "sftp", "ssh", "hf", "oci", "oss",
+}
 
 #: What to install for a protocol whose fsspec implementation is missing.
 _INSTALL = {
@@ -52,8 +62,40 @@ def is_url(memory):
     return isinstance(memory, str) and _URL_RE.match(memory) is not None
 
 
-def filesystem(url, storage_options=None):
+def check_memory(memory):
+    """Refuse a ``memory`` path that looks like a URL but is not one (``s3:/bucket/x``).
+
+    Such a string would otherwise become a local folder named ``s3:``.
+
+    Raises
+    ------
+    ValueError
+        Naming the URL meant, and how to name a local folder of that name.
+    """
+    if memory is None or isinstance(memory, os.PathLike) or is_url(memory):
+        return
+    if isinstance(memory, bytes):
+        memory = os.fsdecode(memory)
+    if not isinstance(memory, str):
+        return
+    match = _BROKEN_URL_RE.match(memory)
+    if match is None or not (match.group(2) or match.group(1).lower() in _KNOWN):
+        return
+    scheme, rest = match.group(1), match.group(3).replace("\\", "/")
+    meant = f"{scheme}:///{rest}" if scheme.lower() in ("file", "local") else f"{scheme}://{rest}"
+    raise ValueError(
+        f"memory={memory!r} is neither a URL nor a folder: a URL needs two slashes after "
+        f"its scheme, as in {meant!r}. For a local folder named {scheme + ':'!r}, write "
+        f"{'./' + memory!r} or pass a pathlib.Path."
+    )
+
+
+def filesystem(url, storage_options=None, *, check_owner=False):
     """The fsspec file system of ``url`` and the path in it.
+
+    A URL of the local file system (``file://``) gets a
+    :class:`~skbert._cache.localfs.NoFollowFS`, which never follows a link
+    (and, with ``check_owner``, refuses folders others can write to).
 
     Raises
     ------
@@ -88,7 +130,13 @@ def filesystem(url, storage_options=None):
                 "directory or an fsspec URL such as s3://bucket/prefix, gs://, "
                 "abfs://, file:///shared/dir."
             ) from exc
-    return fsspec.core.url_to_fs(url, **dict(storage_options or {}))
+    fs, path = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
+    from fsspec.implementations.local import LocalFileSystem
+
+    if isinstance(fs, LocalFileSystem):
+        # Never follow a link planted in the store, as the local store.
+        fs = NoFollowFS(path, check_owner=check_owner)
+    return fs, path
 
 
 def store_location(url, storage_options=None):
@@ -138,7 +186,7 @@ def open_store(memory, *, dtype="float32", max_bytes=None, storage_options=None)
     store : skbert._cache.local.FeatureCache or skbert._cache.segments.SegmentStore
     """
     if is_url(memory):
-        fs, path = filesystem(memory, storage_options)
+        fs, path = filesystem(memory, storage_options, check_owner=True)
         return SegmentStore(memory, fs, path, dtype=dtype, max_bytes=max_bytes)
-
+    check_memory(memory)
     return FeatureCache(memory, dtype=dtype, max_bytes=max_bytes)

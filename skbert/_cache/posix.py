@@ -63,6 +63,7 @@ __all__ = [
     "rmtree_at",
     "unsafe_store",
     "unsafe_memory",
+    "refusal",
 ]
 
 O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -394,3 +395,11 @@ def unsafe_memory(path):
     if st.st_mode & stat.S_IWOTH and not st.st_mode & stat.S_ISVTX:
         return f"{path} is writable by everyone ({_describe_mode(st.st_mode)}, no sticky bit)"
     return None
+
+
+def refusal(where, problem):
+    """The message refusing the store at ``where`` because of ``problem`` (from the checks above)."""
+    return (
+        f"refusing to use {where}: {problem}. Anyone who can write there can change your "
+        "features; use a folder only you can write to (chmod 700, owned by you)"
+    )

@@ -82,8 +82,9 @@ from .format import (
     text_keys,
     warn_once,
 )
+from .localfs import NoFollowFS
 from .memory import clear as clear_memory
-from .posix import CREATE_FLAGS, STALE_TMP_SECONDS, TMP_PREFIX, write_all
+from .posix import STALE_TMP_SECONDS, TMP_PREFIX, refusal
 
 logger = logging.getLogger(__name__)
 
@@ -244,39 +245,17 @@ def _unstrip(fs, path):
         return path
 
 
-def _is_local(fs):
-    protocol = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
-    return "file" in protocol or "local" in protocol
-
-
 def _fs_token(fs):
     return getattr(fs, "_fs_token", None) or id(fs)
 
 
-def _put_local(path, data):
-    """Write a new owner-only file under a temporary name, then rename it into place."""
-    folder = os.path.dirname(path)
-    os.makedirs(folder, mode=0o700, exist_ok=True)
-    tmp = os.path.join(folder, f"{TMP_PREFIX}{os.getpid()}.{os.urandom(4).hex()}")
-    try:
-        fd = os.open(tmp, CREATE_FLAGS, 0o600)
-        try:
-            write_all(fd, data)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def _put(fs, path, data):
-    """Publish ``data`` at ``path`` in one atomic step (a PUT; a rename on local disks)."""
-    if _is_local(fs):
-        _put_local(path, data)
-    else:
-        fs.pipe_file(path, data)
+    """Publish ``data`` at ``path`` in one atomic step (a PUT; a rename on local disks).
+
+    A ``file://`` store's file system is a :class:`~skbert._cache.localfs.NoFollowFS`:
+    a temporary file renamed into place, never through a link.
+    """
+    fs.pipe_file(path, data)
 
 
 def _fresh(list_objects, fs, path):
@@ -504,6 +483,16 @@ class SegmentStore:
         self.writable = True
         self.write_error = None
         self._namespaces = []
+        if isinstance(fs, NoFollowFS) and fs.check_owner:
+            problem = fs.unsafe()
+            if problem is not None:
+                self.usable = self.writable = False
+                warn_once(
+                    ("unusable", self.location),
+                    f"skbert feature cache: {refusal(self.location, problem)}; features are "
+                    "computed without caching.",
+                    stacklevel=5,
+                )
 
     # ---------------------------------------------------------- problems
     def _write_failed(self, exc):
@@ -615,7 +604,14 @@ class SegmentNamespace:
                     continue
                 if info.get("islink") or info.get("type") == "directory":
                     continue
-                new.append((name, info.get("name", _join(state.path, name)), int(info["size"]), parsed[1]))
+                size = int(info.get("size") or 0)
+                if size < prefix_size(parsed[1]):
+                    # Empty or truncated: its index cannot be read (a ranged GET
+                    # past its end fails), so it is skipped like any damaged one.
+                    state.bad.add(name)
+                    store._damaged(_join(state.path, name), f"truncated segment ({size} bytes)")
+                    continue
+                new.append((name, info.get("name", _join(state.path, name)), size, parsed[1]))
         if new:
             paths = [store.fs._strip_protocol(p) for _, p, _, _ in new]
             data = store.fs.cat_ranges(
@@ -1022,31 +1018,63 @@ def store_clear(fs, root, location, max_bytes=None):
     }
 
 
-def store_compact(fs, root, location):
-    """Merge each kind's small segments into full ones; delete them once those are published.
+def _index_of(fs, path, size, n):
+    """The index of the segment at ``path`` (one ranged read), or None if damaged or gone."""
+    if size < prefix_size(n):
+        return None
+    try:
+        prefix = fs.cat_file(path, start=0, end=prefix_size(n))
+    except FileNotFoundError:
+        return None
+    return parse_prefix(bytes(prefix), n, size)
 
-    Duplicate entries (the same key in several merged segments) are kept once
-    and damaged ones are dropped (they are recomputed when needed). A reader
-    that listed a deleted segment lists again and finds its entries in the
-    new one.
+
+def store_compact(fs, root, location):
+    """Merge each kind's small segments into full ones, drop duplicates, then delete the old ones.
+
+    Every segment's index is read (one ranged read each). Full segments are
+    kept as they are, largest first, unless they hold an entry that a kept
+    segment holds already (two writers of overlapping texts); those, and the
+    small segments (under half of :data:`SEGMENT_ENTRIES` entries and of
+    :data:`SEGMENT_BYTES` bytes), are read whole and their entries that no
+    kept segment holds are packed into full segments. Each entry is thus kept
+    once, and damaged ones are dropped (they are recomputed when needed).
+    Merged segments are deleted only once the new ones are published, so a
+    reader that listed a deleted segment lists again and finds its entries
+    in the new one. Segments whose index is damaged are left for
+    :func:`store_verify`.
     """
     segs, _, _ = _segments(fs, root)
     before = sum(len(v) for v in segs.values())
     bytes_before = sum(s for v in segs.values() for _, _, s, _, _ in v)
     merged = duplicates = dropped = 0
     for (ns, kind), items in sorted(segs.items()):
-        small = [
-            it
+        small = {
+            it[1]
             for it in items
             if it[3] < COMPACT_FRACTION * SEGMENT_ENTRIES and it[2] < COMPACT_FRACTION * SEGMENT_BYTES
-        ]
-        if len(small) < 2:
-            continue
-        kind_path = _join(root, ns, kind)
+        }
         seen = set()
-        consumed = []
+        rewrite = []
+        # Full segments first (largest, then oldest): kept unless they repeat a kept entry.
+        repeats = False
+        for item in sorted(items, key=lambda it: (it[1] in small, -it[3], it[4], it[0])):
+            name, path, size, n, _ = item
+            index = _index_of(fs, path, size, n)
+            if index is None:
+                continue  # damaged or gone: left for `cache verify`
+            keys = {k.tobytes() for k in index["key"]}
+            if path in small or keys & seen:
+                rewrite.append(item)
+                repeats = repeats or bool(keys & seen)
+            else:
+                seen |= keys
+        if len(rewrite) < 2 and not repeats:
+            continue  # at most one small segment and no duplicate: nothing to gain
+        kind_path = _join(root, ns, kind)
+        consumed, published = [], set()
         buf, size = {}, 0
-        for name, path, _, _, _ in sorted(small, key=lambda it: it[4]):
+        for name, path, _, _, _ in sorted(rewrite, key=lambda it: it[4]):
             try:
                 data = fs.cat_file(path)
                 entries = list(read_segment(data, name))
@@ -1054,7 +1082,7 @@ def store_compact(fs, root, location):
                 continue
             except ValueError:
                 continue  # a damaged index: left for `cache verify`
-            consumed.append(path)
+            consumed.append((name, path))
             for key, entry in entries:
                 if entry is None:
                     dropped += 1
@@ -1065,13 +1093,15 @@ def store_compact(fs, root, location):
                     buf[key] = entry
                     size += len(entry)
                     if len(buf) >= SEGMENT_ENTRIES or size >= SEGMENT_BYTES:
-                        _publish_now(fs, kind_path, buf)
+                        published.add(_publish_now(fs, kind_path, buf))
                         buf, size = {}, 0
         if buf:
-            _publish_now(fs, kind_path, buf)
-        if len(consumed) > 0:
-            fs.rm(consumed)
-            merged += len(consumed)
+            published.add(_publish_now(fs, kind_path, buf))
+        # A segment republished unchanged has its old name: it must stay.
+        doomed = [path for name, path in consumed if name not in published]
+        if doomed:
+            fs.rm(doomed)
+            merged += len(doomed)
     forget(fs, root)
     segs_after, _, _ = _segments(fs, root)
     return {
@@ -1111,6 +1141,8 @@ def known_keys(fs, kind_path):
         if parsed is None:
             continue
         n = parsed[1]
+        if int(info.get("size") or 0) < prefix_size(n):
+            continue  # empty or truncated: no entry can be read from it
         try:
             prefix = fs.cat_file(info["name"], start=0, end=prefix_size(n))
         except FileNotFoundError:

@@ -16,7 +16,7 @@ from .local import store_compact as local_compact
 from .local import store_info as local_info
 from .local import store_verify as local_verify
 from .memory import clear as clear_memory
-from .open import is_url, store_location
+from .open import check_memory, is_url, store_location
 from .segments import SegmentSink
 from .segments import iter_store_entries as segment_entries
 from .segments import store_clear as segment_clear
@@ -73,6 +73,7 @@ def cache_info(path, *, storage_options=None):
     """
     if is_url(path):
         return segment_info(*store_location(path, storage_options))
+    check_memory(path)
     return local_info(path)
 
 
@@ -108,6 +109,7 @@ def cache_verify(path, *, storage_options=None):
     """
     if is_url(path):
         return segment_verify(*store_location(path, storage_options))
+    check_memory(path)
     return local_verify(path)
 
 
@@ -142,6 +144,7 @@ def cache_clear(path, max_bytes=None, *, storage_options=None):
 
     if is_url(path):
         return segment_clear(*store_location(path, storage_options), max_bytes)
+    check_memory(path)
     return local_clear(path, max_bytes)
 
 
@@ -153,9 +156,11 @@ def cache_compact(path, *, storage_options=None):
     readers one request to load its index. Compaction packs each kind's small
     segments (under half of :data:`skbert._cache.segments.SEGMENT_ENTRIES`
     entries and of :data:`~skbert._cache.segments.SEGMENT_BYTES` bytes) into
-    full ones, keeps each entry once, publishes them, and only then deletes
-    the merged segments: readers meanwhile see every entry in one or the
-    other. A local directory (one file per entry) has nothing to compact.
+    full ones, keeps each entry once (full segments that repeat entries of
+    others, left by overlapping writers, are rewritten too), publishes them,
+    and only then deletes the merged segments: readers meanwhile see every
+    entry in one or the other. A local directory (one file per entry) has
+    nothing to compact.
 
     Parameters
     ----------
@@ -173,6 +178,7 @@ def cache_compact(path, *, storage_options=None):
     """
     if is_url(path):
         return segment_compact(*store_location(path, storage_options))
+    check_memory(path)
     return local_compact(path)
 
 
@@ -207,11 +213,13 @@ def cache_copy(src, dst, *, storage_options=None, dst_storage_options=None):
         fs, root, _ = store_location(src, storage_options)
         entries = segment_entries(fs, root)
     else:
+        check_memory(src)
         entries = local_entries(src)
     if is_url(dst):
         fs, root, _ = store_location(dst, dst_storage_options)
         sink = SegmentSink(fs, root)
     else:
+        check_memory(dst)
         sink = LocalSink(dst)
     copied = skipped = damaged = nbytes = 0
     for ns, meta, kind, key, entry in entries:

@@ -520,3 +520,76 @@ def test_max_bytes_accepts_units(tiny_model, tmp_path, capsys):
         main(["cache", "clear", str(tmp_path), "--max-bytes", "lots"])
     assert exit_info.value.code == 2
     assert "is not a size" in capsys.readouterr().err
+
+
+# ------------------- issue 19, item 2: one policy for a path and a file:// URL
+def _spell(memory, spelling):
+    return memory.as_uri() if spelling == "file-url" else memory
+
+
+_UNSAFE = {
+    # name: (change making the folder unsafe, words of the refusal, needs root)
+    "store-writable-by-others": (lambda m: os.chmod(m / STORE_DIR, 0o777), "writable by other users", False),
+    "memory-world-writable": (lambda m: os.chmod(m, 0o777), "writable by everyone", False),
+    "store-owned-by-another-user": (
+        lambda m: os.chown(m / STORE_DIR, 4242, -1), "owned by another user (uid 4242)", True
+    ),
+    # The issue's case: a world-writable folder of another user, with well-formed entries.
+    "memory-of-another-user": (
+        lambda m: (os.chown(m, 4242, -1), os.chmod(m, 0o777)), "owned by another user", True
+    ),
+}
+
+
+@pytest.mark.parametrize("spelling", ["path", "file-url"])
+@pytest.mark.parametrize("case", sorted(_UNSAFE))
+def test_an_unsafe_folder_is_refused_as_a_path_and_as_a_file_url(tiny_model, tmp_path, case, spelling):
+    from skbert._cache import segments
+
+    change, words, root_only = _UNSAFE[case]
+    if root_only and (not hasattr(os, "geteuid") or os.geteuid() != 0):
+        pytest.skip("chown to another user needs root")
+    texts = _corpus(5, seed=19)
+    memory = tmp_path / "cache"
+    segments._STATES.clear()  # what a new process knows of segment stores
+    n_forward, messages = _warm_then(
+        tiny_model, _spell(memory, spelling), texts, lambda: change(memory)
+    )
+    assert n_forward == len(texts)  # nothing read from the unsafe folder
+    (message,) = messages
+    assert "refusing" in message and words in message
+
+
+# ------------------ issue 19, item 7: a concurrent clear is not a storage fault
+@pytest.mark.parametrize("clears", ["twice-in-a-row", "at-every-write"])
+def test_a_clear_while_writing_is_not_blamed_on_the_storage(tiny_model, tmp_path, monkeypatch, clears):
+    from skbert._cache import local
+
+    texts = _corpus(12, seed=7)
+    memory = tmp_path / "cache"
+    publish = local.publish_at
+    calls = []
+
+    def clear_then_publish(parent, name, data):
+        # Another process empties the store just before this entry is published
+        # (the real clear, on the real folders this writer holds open).
+        if len(name) == 62:
+            calls.append(name)
+            if clears == "at-every-write" or len(calls) in (3, 4):
+                local.store_clear(memory)
+        return publish(parent, name, data)
+
+    monkeypatch.setattr(local, "publish_at", clear_then_publish)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        got = BertVectorizer(tiny_model, memory=memory).fit_transform(texts)
+    np.testing.assert_allclose(got, BertVectorizer(tiny_model).fit_transform(texts), atol=1e-6)
+    messages = [str(w.message) for w in _cache_warnings(record)]
+    assert not any("Free space" in m for m in messages)
+    if clears == "twice-in-a-row":
+        # The writer starts again and stores everything written after the clears.
+        assert messages == []
+        assert cache_info(memory)["entries"] == len(texts) - 2
+    else:
+        (message,) = messages
+        assert "emptied by another process" in message

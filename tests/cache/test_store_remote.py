@@ -13,6 +13,7 @@ import json
 import math
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -168,6 +169,31 @@ def test_missing_protocol_raises_importerror_and_creates_no_folder(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    "memory, meant",
+    [("s3:/bucket/x", "s3://bucket/x"), ("gs:bucket/x", "gs://bucket/x"),
+     ("file:/data/x", "file:///data/x"), ("s3:\\bucket\\x", "s3://bucket/x"),
+     ("notes:/x", "notes://x")],
+)
+def test_url_like_path_that_is_no_url_is_refused(tiny_model, tmp_path, memory, meant):
+    # issue 19, item 6: "s3:/bucket/x" (one slash) silently became a folder "s3:".
+    from skbert import cache_copy
+
+    with pytest.raises(ValueError, match=f"two slashes.*{meant!r}"):
+        BertVectorizer(tiny_model, memory=memory).fit_transform(["a text"])
+    for tool in (cache_info, cache_verify, cache_clear, cache_compact):
+        with pytest.raises(ValueError, match="two slashes"):
+            tool(memory)
+    with pytest.raises(ValueError, match="two slashes"):
+        cache_copy(tmp_path, memory)
+    assert list(tmp_path.iterdir()) == []
+    # A local folder of that name is still reachable, spelled as a path.
+    BertVectorizer(tiny_model, memory="./" + memory).fit_transform(["a text"])
+    assert cache_info("./" + memory)["entries"] == 1
+    for path in tmp_path.iterdir():  # (the fixture checks that no "s3:" folder is left)
+        shutil.rmtree(path)
+
+
 # ---------------------------------------------------------------------- on S3
 def test_s3_store_bitwise_equal_few_puts_and_warm_reads(tiny_model, s3_store, tmp_path):
     texts = _corpus(40)
@@ -277,6 +303,44 @@ def test_s3_damaged_segment_detected_warned_recomputed(tiny_model, s3_store):
         got = BertVectorizer(tiny_model, memory=s3_store.url).fit_transform(texts)
     np.testing.assert_array_equal(got, recomputed)
     assert _forward_texts() == before
+
+
+def test_s3_empty_segment_is_skipped_like_any_damaged_one(tiny_model, s3_store, tmp_path):
+    # issue 19, item 5: a 0-byte segment made every process's ranged index read
+    # fail ("requested range is not satisfiable") and disabled the whole store.
+    texts = _corpus(40, seed=19)
+    fresh = BertVectorizer(tiny_model).fit_transform(texts)
+    BertVectorizer(tiny_model, memory=s3_store.url).fit_transform(texts)
+    keys = _segment_keys(s3_store)
+    s3_store.client().put_object(Bucket=s3_store.bucket, Key=keys[0], Body=b"")
+    n_first = int(keys[0].rsplit("-", 1)[1].split(".")[0])
+
+    _new_process()
+    before = _forward_texts()
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        vec = BertVectorizer(tiny_model, memory=s3_store.url)
+        got = vec.fit_transform(texts)
+    # Only the empty segment's texts are recomputed, and stored again.
+    assert _forward_texts() - before == n_first
+    assert vec.last_cache_stats_["hits"] == 40 - n_first
+    assert vec.last_cache_stats_["written"] == n_first
+    np.testing.assert_allclose(got, fresh, rtol=0, atol=1e-6)
+    messages = [str(w.message) for w in record if issubclass(w.category, FeatureCacheWarning)]
+    assert len(messages) == 1 and "1 damaged" in messages[0] and "truncated" in messages[0]
+
+    # Another process reads everything; copying into the store skips what it holds.
+    _new_process()
+    before = _forward_texts()
+    with pytest.warns(FeatureCacheWarning, match="damaged"):
+        BertVectorizer(tiny_model, memory=s3_store.url).fit_transform(texts)
+    assert _forward_texts() == before
+    local = tmp_path / "local"
+    BertVectorizer(tiny_model, memory=local).fit_transform(texts)
+    assert cache_copy(local, s3_store.url)["skipped"] == 40
+    # verify deletes it.
+    report = cache_verify(s3_store.url)
+    assert len(report["damaged"]) == 1 and keys[0] not in s3_store.objects()
 
 
 _WRITER = """
@@ -425,6 +489,37 @@ def test_s3_operations_info_copy_compact_clear(tiny_model, s3_store, tmp_path):
     assert cache_info(s3_store.url)["entries"] == 0
 
 
+def test_s3_compaction_drops_duplicates_of_full_segments(tiny_model, s3_store):
+    # issue 19, item 8: two overlapping writers leave full segments holding the
+    # same entries; compaction skipped full segments, and cache_info counted twice.
+    texts = _corpus(40, seed=23)
+    BertVectorizer(tiny_model, memory=s3_store.url).fit_transform(texts)
+    keys = _segment_keys(s3_store)
+    assert len(keys) == 3  # 16 + 16 + 8 entries: none small
+    client = s3_store.client()
+
+    def entries(key):
+        body = client.get_object(Bucket=s3_store.bucket, Key=key)["Body"].read()
+        return list(ss.read_segment(body, key.rsplit("/", 1)[1]))
+
+    # What the other writer published: half of each of the first two segments.
+    overlap = dict(entries(keys[0])[:8] + entries(keys[1])[8:])
+    name, data = ss.pack_segment(overlap)
+    client.put_object(Bucket=s3_store.bucket, Key=keys[0].rsplit("/", 1)[0] + "/" + name, Body=data)
+    assert cache_info(s3_store.url)["entries"] == 56
+
+    report = cache_compact(s3_store.url)
+    assert report["duplicates_removed"] == 16
+    assert cache_info(s3_store.url)["entries"] == 40
+    assert cache_verify(s3_store.url)["ok"] == 40
+    assert cache_compact(s3_store.url)["segments_merged"] == 0  # nothing left to do
+    _new_process()
+    before = _forward_texts()
+    got = BertVectorizer(tiny_model, memory=s3_store.url).fit_transform(texts)
+    assert _forward_texts() == before
+    np.testing.assert_array_equal(got, BertVectorizer(tiny_model).fit_transform(texts))
+
+
 def test_s3_unreachable_store_warns_and_computes(tiny_model, s3_store):
     # A bucket that does not exist: one warning, features computed uncached.
     url = f"s3://{s3_store.bucket}-missing/cache"
@@ -452,3 +547,50 @@ def test_file_url_uses_segments_on_a_shared_folder(tiny_model, tmp_path):
     np.testing.assert_array_equal(BertVectorizer(tiny_model, memory=url).fit_transform(texts), fresh)
     assert _forward_texts() == before
     assert cache_info(url)["entries"] == 20 and cache_verify(url)["damaged"] == []
+
+
+def _tree(folder):
+    return {
+        str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None)
+        for p in sorted(folder.rglob("*"))
+    }
+
+
+def test_file_url_never_follows_a_planted_link(tiny_model, tmp_path):
+    # issue 19, item 1: <store>/<namespace>/attn pointing elsewhere.
+    from skbert._cache.format import STORE_DIR
+
+    texts = _corpus(6, seed=19)
+    folder = tmp_path / "shared"
+    url = folder.as_uri()
+    want = BertVectorizer(tiny_model, pooling="attention").fit_transform(texts)
+    BertVectorizer(tiny_model, memory=url, pooling="attention").fit_transform(texts)
+    (ns,) = [p for p in (folder / STORE_DIR).iterdir() if p.is_dir()]
+    # The real attention segments move out of the store; a link points at them.
+    outside = tmp_path / "outside"
+    os.rename(ns / "attn", outside)
+    (ns / "attn").symlink_to(outside)
+    before_outside = _tree(outside)
+    assert any(name.endswith(".skseg") for name in before_outside)
+
+    _new_process()
+    before = _forward_texts()
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        vec = BertVectorizer(tiny_model, memory=url, pooling="attention")
+        got = vec.fit_transform(texts + ["one more text"])
+    # Nothing read through the link (every text computed), nothing written there.
+    assert _forward_texts() - before == len(texts) + 1
+    np.testing.assert_allclose(got[: len(texts)], want, rtol=0, atol=1e-6)
+    assert _tree(outside) == before_outside
+    messages = [str(w.message) for w in record if issubclass(w.category, FeatureCacheWarning)]
+    assert len(messages) == 1 and "symlink" in messages[0]
+
+    # Nor do the tools: the link is listed as nothing, and removed itself.
+    assert cache_info(url)["entries"] == len(texts)  # the base kind only
+    cache_verify(url)
+    cache_compact(url)
+    cache_clear(url, max_bytes=0)
+    cache_clear(url)
+    assert _tree(outside) == before_outside
+    assert not (ns / "attn").exists() and not (ns / "attn").is_symlink()
