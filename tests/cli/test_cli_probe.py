@@ -385,3 +385,59 @@ def test_report_reproduces_the_command_given_to_main(tiny_model, tmp_path, capsy
     assert cli.main(argv) == 0, capsys.readouterr().err
     report = (tmp_path / "rep" / "report.md").read_text(encoding="utf-8")
     assert "```bash\nskbert " + " ".join(argv) + "\n```" in report
+
+
+def test_saved_model_keeps_the_labels_type(tiny_model, tmp_path):
+    """#19 item 12: integer labels in a CSV give a model that predicts ints."""
+    rows = [(t, int(y == "pos")) for t, y in _rows(24)]
+    data = _write_csv(tmp_path / "d.csv", rows, header=("text", "label"))
+    out = _skbert("baseline", data, "--model", tiny_model, "--no-cache", "-q", "--cv", "3", "--pooling", "mean",
+                  "--whitening", "none", "--C", "1", "--no-report", "--save-model", tmp_path / "m.joblib")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "24 texts, 2 classes (0 12, 1 12)" in out.stdout
+    code = (
+        "import joblib, sys, csv\n"
+        "m = joblib.load(sys.argv[1])\n"
+        "rows = list(csv.DictReader(open(sys.argv[2])))\n"
+        "texts = [r['text'] for r in rows]; y = [int(r['label']) for r in rows]\n"
+        "pred = m.predict(texts)\n"
+        "print(pred.dtype.kind, m.score(texts, y), (pred == y).mean())\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code, str(tmp_path / "m.joblib"), str(data)],
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    kind, score, agreement = res.stdout.split()
+    assert kind == "i"
+    assert float(score) == float(agreement) > 0.5
+
+
+@pytest.mark.parametrize(
+    "labels, want",
+    [
+        (["1", "0", "-2"], [1, 0, -2]),
+        (["1", "0", "x"], ["1", "0", "x"]),
+        (["1.5", "0", "2"], ["1.5", "0", "2"]),
+    ],
+)
+def test_csv_labels_are_ints_when_every_one_is(tmp_path, labels, want):
+    from skbert.cli.io import read_texts
+
+    path = _write_csv(tmp_path / "d.csv", [(f"t{i}", y) for i, y in enumerate(labels)], header=("text", "label"))
+    assert read_texts(path, need_labels=True)[1] == want
+
+
+def test_jsonl_labels_keep_their_json_type(tmp_path):
+    from skbert.cli.io import read_texts
+    from skbert.exceptions import InputError
+
+    def read(values):
+        path = tmp_path / "d.jsonl"
+        path.write_text("".join(json.dumps({"text": "t", "label": v}) + "\n" for v in values), encoding="utf-8")
+        return read_texts(path, need_labels=True)[1]
+
+    assert read([1, 0]) == [1, 0] and read(["1", "0"]) == ["1", "0"] and read([True, False]) == [True, False]
+    assert read([1, 0.5]) == [1.0, 0.5]
+    with pytest.raises(InputError, match="mix int and str values"):
+        read([1, "0"])
+    with pytest.raises(InputError, match="row 2 has a list label"):
+        read([1, [0]])
