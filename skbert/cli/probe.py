@@ -23,7 +23,7 @@ from .._vectorizer import BertVectorizer
 from ..datasets import load_demo
 from ..exceptions import CLIError, WhiteningWarning
 from ..probing import best_configuration, make_probe_pipeline, probe_layers
-from ._common import extraction_params, fmt_c, layers_arg, table_rows
+from ._common import checked_memory, extraction_params, fmt_c, layers_arg, table_rows
 from .io import atomic_output, check_output_path, read_texts
 from .report import save_probe_plot, write_report
 
@@ -145,7 +145,7 @@ def _add_model_options(p):
     group.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"], help="compute dtype (default: %(default)s)")
     group.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub to run")
     cache = group.add_mutually_exclusive_group()
-    cache.add_argument("--memory", default=None, metavar="DIR", help=f"feature cache folder (default: ${CACHE_ENV}, else $XDG_CACHE_HOME/skbert, else ~/.cache/skbert)")
+    cache.add_argument("--memory", default=None, metavar="DIR", help=f"feature cache folder (default: ${CACHE_ENV}, else $XDG_CACHE_HOME/skbert, else ~/.cache/skbert); a --memory that cannot be used is an error, a default one that cannot be used runs without a cache")
     cache.add_argument("--no-cache", action="store_true", help="do not use a feature cache (the model runs on every invocation)")
 
 
@@ -299,9 +299,15 @@ def _check_scoring(scoring):
 
 
 def _memory(args):
-    if args.no_cache:
-        return None
-    return args.memory if args.memory is not None else default_cache_dir()
+    """The feature cache folder of this run (checked once; see :func:`checked_memory`)."""
+    if not hasattr(args, "_memory"):
+        if args.no_cache:
+            args._memory = None
+        elif args.memory is not None:
+            args._memory = checked_memory(args.memory, explicit=True)
+        else:
+            args._memory = checked_memory(default_cache_dir(), explicit=False)
+    return args._memory
 
 
 def _vectorizer_params(args):
@@ -423,7 +429,7 @@ def _run_baseline(args):
     metric = scoring or "accuracy"
     if args.top < 1:
         raise CLIError("--top needs at least 1 row.")
-    memory = _memory(args)
+    memory = _memory(args)  # an unusable --memory fails here, before any work
     out = sys.stdout
 
     classes = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
@@ -540,6 +546,7 @@ def _run_probe(args):
     counts = _check_labels(labels, args.cv, source)
     scoring = _check_scoring(args.scoring)
     metric = scoring or "accuracy"
+    _memory(args)  # an unusable --memory fails here, before any work
     table = _run_grid(args, texts, labels, {"C": [args.C]})
     rows = table_rows(table)
     for r in rows:
