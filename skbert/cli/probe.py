@@ -123,7 +123,7 @@ def _add_grid_options(p, *, poolings, whitening, cs):
     group.add_argument("--layers", type=layers_arg, default="all", help="layers to probe: 'all' (default), an index, or comma-separated indices; 0 is the embedding output")
     group.add_argument("--pooling", type=_choice_list(_POOLINGS, "poolings"), default=poolings, metavar="LIST", help=f"comma-separated poolings among {', '.join(_POOLINGS)} (default: {','.join(poolings)})")
     group.add_argument("--whitening", type=_choice_list(_WHITENINGS, "whitenings"), default=whitening, metavar="LIST", help=f"comma-separated whitenings among {', '.join(_WHITENINGS)}, fitted on each training fold (default: {','.join(whitening)})")
-    group.add_argument("--n-components", type=_positive_int, default=None, metavar="K", help="dimensions kept by whiten (default: all; keep fewer than the texts of a training fold) or directions removed by abtt (default: 1%% of them)")
+    group.add_argument("--n-components", type=_positive_int, default=None, metavar="K", help="dimensions kept by whiten (default: all when a training fold has more texts than dimensions, else half its texts) or directions removed by abtt (default: 1%% of them)")
     if cs is not None:
         group.add_argument("--C", dest="C", type=_csv_list(_positive_float, "positive numbers"), default=cs, metavar="LIST", help=f"comma-separated inverse regularisation strengths of the logistic regression (default: {','.join(f'{c:g}' for c in cs)})")
     else:
@@ -355,17 +355,8 @@ def _run_grid(args, texts, labels, param_grid):
         )
 
 
-def _whitening_note(args, texts, labels):
-    """A warning, or None: does "whiten" keep more dimensions than a fold has texts?
-
-    Whitening rescales every kept direction to unit variance; fitted on ``n``
-    texts, at most ``n - 1`` directions carry variance, so keeping ``n`` or
-    more amplifies noise and its scores mislead (the demo's 248 training
-    texts against 384 dimensions). As :class:`skbert.WhiteningWarning`, said
-    once, with the option that fixes it.
-    """
-    if "whiten" not in args.whitening:
-        return None
+def _whiten_dims(args, texts, labels):
+    """(dimensions "whiten" would keep, texts of the smallest training fold)."""
     import numpy as np
 
     n_train = min(len(train) for train, _ in _splitter(args).split(np.zeros((len(labels), 1)), labels))
@@ -373,6 +364,45 @@ def _whitening_note(args, texts, labels):
     hidden = BertVectorizer(args.model, **params).fit(texts[:1]).hidden_size_  # config only
     dim = max(hidden * (2 if p == "mean_max" else 1) for p in args.pooling)
     kept = dim if args.n_components is None else min(args.n_components, dim)
+    return kept, n_train
+
+
+def _default_components(args, texts, labels):
+    """Choose ``--n-components`` for "whiten" when it was not given; a line saying so, or None.
+
+    Whitening all dimensions on a training fold with fewer texts than
+    dimensions amplifies noise (the demo: 384 dimensions, 248 texts per
+    fold), and a default grid must not produce scores it then calls
+    unreliable. So without ``--n-components``, "whiten" keeps half the texts
+    of a training fold when it could not keep them all. With "abtt" in the
+    same grid ``--n-components`` would also change abtt's meaning, so then
+    nothing is chosen (and :func:`_whitening_note` speaks).
+    """
+    if "whiten" not in args.whitening or args.n_components is not None or "abtt" in args.whitening:
+        return None
+    kept, n_train = _whiten_dims(args, texts, labels)
+    if kept < n_train:
+        return None
+    args.n_components = max(1, n_train // 2)
+    return (
+        f"whiten keeps {args.n_components} of {kept} dimensions: half the {n_train} texts "
+        f"of a training fold, as all {kept} would amplify noise (set --n-components to choose)."
+    )
+
+
+def _whitening_note(args, texts, labels):
+    """A warning, or None: does "whiten" keep more dimensions than a fold has texts?
+
+    Whitening rescales every kept direction to unit variance; fitted on ``n``
+    texts, at most ``n - 1`` directions carry variance, so keeping ``n`` or
+    more amplifies noise and its scores mislead. As
+    :class:`skbert.WhiteningWarning`, said once, with the option that fixes
+    it. Only an explicit ``--n-components`` (or a grid with "abtt") gets
+    here: otherwise :func:`_default_components` chose fewer.
+    """
+    if "whiten" not in args.whitening:
+        return None
+    kept, n_train = _whiten_dims(args, texts, labels)
     if kept < n_train:
         return None
     return (
@@ -431,6 +461,7 @@ def _run_baseline(args):
         raise CLIError("--top needs at least 1 row.")
     memory = _memory(args)  # an unusable --memory fails here, before any work
     out = sys.stdout
+    chosen = _default_components(args, texts, labels)
 
     classes = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
     print(f"data: {source}: {len(texts)} texts, {len(counts)} classes ({classes})", file=out)
@@ -452,6 +483,8 @@ def _run_baseline(args):
             f"{table.attrs['extract_seconds']:.1f} s",
             file=out,
         )
+    if chosen:
+        print(f"whitening: {chosen}", file=out)
     print("", file=out)
     print("\n".join(_leaderboard_lines(rows, args.top, metric)), file=out)
     best = best_configuration(table)
@@ -507,7 +540,7 @@ def _run_baseline(args):
             extract_seconds=table.attrs.get("extract_seconds") if hasattr(table, "attrs") else None,
             total_seconds=time.perf_counter() - started,
             model_path=model_path,
-            notes=[note] if note else [],
+            notes=[n for n in (chosen, note) if n],
             command=_command_line(args),
         )
         path, plot_path = write_report(args.report, table, context, fmt=args.report_format)
@@ -547,6 +580,7 @@ def _run_probe(args):
     scoring = _check_scoring(args.scoring)
     metric = scoring or "accuracy"
     _memory(args)  # an unusable --memory fails here, before any work
+    chosen = _default_components(args, texts, labels)
     table = _run_grid(args, texts, labels, {"C": [args.C]})
     rows = table_rows(table)
     for r in rows:
@@ -554,6 +588,8 @@ def _run_probe(args):
     print(f"data: {source}: {len(texts)} texts, {len(counts)} classes; model: {args.model}; {args.cv}-fold stratified CV")
     if hasattr(table, "attrs"):
         print(f"features: {table.attrs['forward_texts']} of {len(texts)} texts through the model, {table.attrs['extract_seconds']:.1f} s")
+    if chosen:
+        print(f"whitening: {chosen}")
     print("\n".join(_pivot_lines(rows, metric)))
     note = _whitening_note(args, texts, labels)
     if note:

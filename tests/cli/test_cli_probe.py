@@ -247,8 +247,10 @@ def test_demo_on_the_default_model(tmp_path, minilm_path):
     assert out.returncode == 0, out.stderr
     best = next(line for line in out.stdout.splitlines() if line.startswith("best:"))
     assert float(best.split("accuracy ")[1].split()[0]) >= 0.85
-    # 5-fold CV trains on 248 texts: whitening all 384 dimensions is flagged.
-    assert "note: whiten keeps 384 dimensions but was fitted on 248 texts per training fold" in out.stdout
+    # 5-fold CV trains on 248 texts: the default grid's whiten keeps 124 of the 384
+    # dimensions, so the demo never trips its own warning (#19 item 11).
+    assert "whitening: whiten keeps 124 of 384 dimensions" in out.stdout
+    assert "note:" not in out.stdout and "Warning" not in out.stderr
 
 
 def test_negative_layers_in_the_grid(tiny_model, tmp_path, capsys):
@@ -359,7 +361,7 @@ def test_whitening_on_fewer_texts_than_dimensions_is_flagged(tiny_model, tmp_pat
     data = _write_csv(tmp_path / "d.csv", _rows(24), header=("text", "label"))
     args = ["baseline", data, "--model", tiny_model, "--memory", tmp_path / "cache", "-q", "--cv", "3",
             "--pooling", "mean", "--whitening", "none,whiten", "--C", "1", "--report", tmp_path / "rep"]  # fmt: skip
-    out = _skbert(*args)
+    out = _skbert(*args, "--n-components", "32")  # asked for: all 32 dimensions
     assert out.returncode == 0, out.stderr
     note = (
         "whiten keeps 32 dimensions but was fitted on 16 texts per training fold, so it amplifies "
@@ -373,9 +375,31 @@ def test_whitening_on_fewer_texts_than_dimensions_is_flagged(tiny_model, tmp_pat
     assert fixed.returncode == 0, fixed.stderr
     assert "note:" not in fixed.stdout and fixed.stderr == ""
     probe = _skbert("probe", data, "--model", tiny_model, "--memory", tmp_path / "cache", "-q", "--cv", "3",
-                    "--pooling", "mean", "--whitening", "whiten")  # fmt: skip
+                    "--pooling", "mean", "--whitening", "whiten", "--n-components", "40")  # fmt: skip
     assert probe.returncode == 0, probe.stderr
     assert f"note: {note}" in probe.stdout.splitlines()
+
+
+def test_default_whitening_does_not_trip_its_own_warning(tiny_model, tmp_path):
+    """#19 item 11: without --n-components, whiten keeps fewer dimensions than a fold has texts."""
+    data = _write_csv(tmp_path / "d.csv", _rows(24), header=("text", "label"))
+    common = ["--model", tiny_model, "--memory", tmp_path / "cache", "-q", "--cv", "3", "--pooling", "mean"]
+    chosen = ("whitening: whiten keeps 8 of 32 dimensions: half the 16 texts of a training fold, "
+              "as all 32 would amplify noise (set --n-components to choose).")  # fmt: skip
+    out = _skbert("baseline", data, *common, "--C", "1", "--report", tmp_path / "rep",
+                  "--save-model", tmp_path / "m.joblib")  # the default grid: none,whiten
+    assert out.returncode == 0, out.stderr
+    assert chosen in out.stdout.splitlines()
+    assert "note:" not in out.stdout and out.stderr == ""
+    assert "8 of 32 dimensions" in (tmp_path / "rep" / "report.md").read_text(encoding="utf-8")
+    probe = _skbert("probe", data, *common, "--whitening", "none,whiten")
+    assert probe.returncode == 0, probe.stderr
+    assert chosen in probe.stdout.splitlines() and "note:" not in probe.stdout
+    # The saved model is the one scored: whitening (if it won) keeps 8 dimensions.
+    import joblib
+
+    vec = joblib.load(tmp_path / "m.joblib").named_steps["bert"]
+    assert vec.n_components == 8
 
 
 def test_report_reproduces_the_command_given_to_main(tiny_model, tmp_path, capsys):
