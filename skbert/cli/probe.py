@@ -32,6 +32,11 @@ __all__ = ["add_probe_parsers", "default_cache_dir"]
 #: Environment variable naming the command line's default feature cache.
 CACHE_ENV = "SKBERT_CACHE"
 
+#: Size cap of the command line's default feature cache (not of ``--memory DIR``):
+#: least recently used entries are evicted beyond it. About 40,000 short
+#: sentences with all-MiniLM-L6-v2 (about 52 KB each, every layer's statistics).
+DEFAULT_CACHE_MAX_BYTES = "2GiB"
+
 
 def default_cache_dir():
     """The command line's default feature cache folder.
@@ -96,6 +101,18 @@ def _int_at_least(low, message):
     return parse
 
 
+def _size_arg(value):
+    from .._cache import parse_size
+
+    try:
+        size = parse_size(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if size < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive size; got {value!r}")
+    return size
+
+
 _positive_int = _int_at_least(1, "expected a positive int")
 _folds = _int_at_least(2, "--cv needs an int of at least 2")
 
@@ -147,6 +164,7 @@ def _add_model_options(p):
     cache = group.add_mutually_exclusive_group()
     cache.add_argument("--memory", default=None, metavar="DIR", help=f"feature cache folder (default: ${CACHE_ENV}, else $XDG_CACHE_HOME/skbert, else ~/.cache/skbert); a --memory that cannot be used is an error, a default one that cannot be used runs without a cache")
     cache.add_argument("--no-cache", action="store_true", help="do not use a feature cache (the model runs on every invocation)")
+    group.add_argument("--cache-max-bytes", type=_size_arg, default=None, metavar="SIZE", help=f"size cap of the feature cache, least recently used entries evicted beyond it: bytes or 500M, 4G, 1.5GiB (default: {DEFAULT_CACHE_MAX_BYTES} for the default cache folder, no cap for --memory DIR)")
 
 
 def _add_baseline_options(p):
@@ -310,8 +328,47 @@ def _memory(args):
     return args._memory
 
 
+def _cache_cap(args):
+    """The cache's size cap in bytes, or None (see ``--cache-max-bytes``)."""
+    if args.cache_max_bytes is not None:
+        return args.cache_max_bytes
+    if args.no_cache or args.memory is not None:
+        return None
+    from .._cache import parse_size
+
+    return parse_size(DEFAULT_CACHE_MAX_BYTES)
+
+
+def _cache_state(memory):
+    """(entries, bytes) of the cache in ``memory``; (0, 0) before it exists."""
+    from .._cache import cache_info
+
+    try:
+        info = cache_info(memory)
+    except (OSError, ValueError):
+        return 0, 0
+    return info["entries"], info["bytes"]
+
+
+def _cache_line(memory, before, cap):
+    """What this run wrote into the cache, its total and its cap, in one line."""
+    from .cache import _size
+
+    entries, size = _cache_state(memory)
+    added, grown = entries - before[0], size - before[1]
+    sign = "+" if grown >= 0 else "-"
+    cap_text = f" (cap {_size(cap)}, --cache-max-bytes)" if cap else " (no cap)"
+    return (
+        f"cache: {memory}: {added:+,} entries, {sign}{_size(abs(grown))} this run; "
+        f"{entries:,} entries, {_size(size)} in all{cap_text}"
+    )
+
+
 def _vectorizer_params(args):
     params = extraction_params(args)
+    cap = _cache_cap(args)
+    if cap is not None and _memory(args) is not None:
+        params["cache_max_bytes"] = cap
     if args.n_components is not None:
         params["n_components"] = args.n_components
     return params
@@ -462,6 +519,7 @@ def _run_baseline(args):
     memory = _memory(args)  # an unusable --memory fails here, before any work
     out = sys.stdout
     chosen = _default_components(args, texts, labels)
+    cache_before = _cache_state(memory) if memory else None
 
     classes = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
     print(f"data: {source}: {len(texts)} texts, {len(counts)} classes ({classes})", file=out)
@@ -483,6 +541,8 @@ def _run_baseline(args):
             f"{table.attrs['extract_seconds']:.1f} s",
             file=out,
         )
+    if memory:
+        print(_cache_line(memory, cache_before, _cache_cap(args)), file=out)
     if chosen:
         print(f"whitening: {chosen}", file=out)
     print("", file=out)
@@ -509,7 +569,7 @@ def _run_baseline(args):
             warnings.simplefilter("ignore", ConvergenceWarning)
             pipe.fit(texts, labels)
         # The saved pipeline does not point at this machine's cache.
-        pipe.named_steps["bert"].set_params(memory=None, verbose=False)
+        pipe.named_steps["bert"].set_params(memory=None, cache_max_bytes=None, verbose=False)
         _atomic_dump(pipe, args.save_model)
         model_path = args.save_model
         refit_forward = _backend.forward_counts()["texts"] - before
@@ -579,8 +639,9 @@ def _run_probe(args):
     counts = _check_labels(labels, args.cv, source)
     scoring = _check_scoring(args.scoring)
     metric = scoring or "accuracy"
-    _memory(args)  # an unusable --memory fails here, before any work
+    memory = _memory(args)  # an unusable --memory fails here, before any work
     chosen = _default_components(args, texts, labels)
+    cache_before = _cache_state(memory) if memory else None
     table = _run_grid(args, texts, labels, {"C": [args.C]})
     rows = table_rows(table)
     for r in rows:
@@ -588,6 +649,8 @@ def _run_probe(args):
     print(f"data: {source}: {len(texts)} texts, {len(counts)} classes; model: {args.model}; {args.cv}-fold stratified CV")
     if hasattr(table, "attrs"):
         print(f"features: {table.attrs['forward_texts']} of {len(texts)} texts through the model, {table.attrs['extract_seconds']:.1f} s")
+    if memory:
+        print(_cache_line(memory, cache_before, _cache_cap(args)))
     if chosen:
         print(f"whitening: {chosen}")
     print("\n".join(_pivot_lines(rows, metric)))

@@ -465,3 +465,37 @@ def test_jsonl_labels_keep_their_json_type(tmp_path):
         read([1, "0"])
     with pytest.raises(InputError, match="row 2 has a list label"):
         read([1, [0]])
+
+
+def test_cache_size_is_shown_and_capped(tiny_model, tmp_path, monkeypatch):
+    """#19 item 13: what a run wrote, the total, and the default folder's cap."""
+    from skbert import cache_info
+
+    data = _write_csv(tmp_path / "d.csv", _rows(24), header=("text", "label"))
+    env = {"XDG_CACHE_HOME": str(tmp_path / "xdg"), "SKBERT_CACHE": ""}
+    common = ["probe", data, "--model", tiny_model, "-q", "--cv", "3", "--pooling", "mean"]
+    out = _skbert(*common, env=env)
+    assert out.returncode == 0, out.stderr
+    folder = tmp_path / "xdg" / "skbert"
+    info = cache_info(folder)
+    line = next(x for x in out.stdout.splitlines() if x.startswith("cache: "))
+    assert line.startswith(f"cache: {folder}: +{info['entries']} entries, +")
+    assert line.endswith(f"; {info['entries']} entries, {_size(info['bytes'])} in all (cap 2.0 GiB, --cache-max-bytes)")
+    warm = _skbert(*common, env=env)
+    assert f"cache: {folder}: +0 entries, +0 B this run; {info['entries']} entries" in warm.stdout
+
+    # A cap smaller than the features: least recently used entries are evicted.
+    small = info["bytes"] // 3
+    capped = _skbert(*common, "--memory", tmp_path / "capped", "--cache-max-bytes", str(small))
+    assert capped.returncode == 0, capped.stderr
+    assert cache_info(tmp_path / "capped")["bytes"] <= small
+    assert f"(cap {_size(small)}, --cache-max-bytes)" in capped.stdout
+    # --memory DIR has no cap unless asked.
+    mine = _skbert(*common, "--memory", tmp_path / "mine")
+    assert "in all (no cap)" in mine.stdout
+
+
+def _size(n):
+    from skbert.cli.cache import _size as size
+
+    return size(n)
