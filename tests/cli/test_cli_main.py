@@ -85,3 +85,28 @@ def test_unusable_default_cache_runs_uncached_with_one_line(tiny_model, tmp_path
     assert lines[0].startswith(f"skbert: warning: the default feature cache {a_file / 'skbert'} cannot be used (")
     assert lines[0].endswith("running without a cache (set --memory DIR or $SKBERT_CACHE, or --no-cache).")
     assert "features: 6 of 6 texts through the model" in out.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_readme_python_example(tmp_path, minilm_path, shared_data):
+    """#19 item 10: the README's example uses the cache and runs warning-free."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    code = re.search(r"```python\n(.*?)```", readme, re.S).group(1)
+    assert 'memory="' in code
+    (tmp_path / "example.py").write_text(code, encoding="utf-8")
+    log = tmp_path / "forward.log"
+    env = {**os.environ, "SKBERT_DATA": str(shared_data), "SKBERT_FORWARD_LOG": str(log)}
+    runs = []
+    for _ in range(2):
+        out = subprocess.run([sys.executable, "-W", "error", "example.py"], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=600)  # fmt: skip
+        assert out.returncode == 0, out.stderr  # -W error: any warning fails
+        assert "Warning" not in out.stderr
+        runs.append((out.stdout, len(log.read_text().splitlines()) if log.exists() else 0))
+    (first, cold), (second, warm) = runs
+    assert cold > 0 and warm == cold  # the second run: no forward pass at all
+    assert first == second
