@@ -174,6 +174,7 @@ def _add_baseline_options(p):
     out.add_argument("--report-format", default="markdown", choices=["markdown", "html"], help="report.md or report.html (default: %(default)s)")
     out.add_argument("--no-report", action="store_true", help="write no report")
     out.add_argument("--save-model", default=None, metavar="FILE", help="write the best pipeline, refitted on all texts, with joblib (load it with joblib.load and call predict on texts)")
+    out.add_argument("--test", default=None, metavar="DATA", help="held-out labelled texts (same format and columns as DATA): the best pipeline, refitted on all of DATA, is scored on them, with per-class precision, recall, F1 and the confusion matrix")
     out.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
@@ -492,6 +493,48 @@ def _describe_best(best, metric, folds):
     )
 
 
+def _held_out(pipe, test_data, metric, scoring):
+    """The refitted winner on held-out texts: its score and per-class metrics."""
+    from sklearn.metrics import confusion_matrix, get_scorer, precision_recall_fscore_support
+
+    texts, labels, source = test_data
+    pred = pipe.predict(texts)
+    score = get_scorer(scoring or "accuracy")(pipe, texts, labels)
+    classes = sorted(set(labels) | set(pred.tolist()))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        labels, pred, labels=classes, zero_division=0
+    )
+    return dict(
+        source=source,
+        n_texts=len(texts),
+        metric=metric,
+        score=float(score),
+        classes=[str(c) for c in classes],
+        per_class=[
+            dict(label=str(c), precision=float(p), recall=float(r), f1=float(f), support=int(n))
+            for c, p, r, f, n in zip(classes, precision, recall, f1, support)
+        ],
+        confusion=confusion_matrix(labels, pred, labels=classes).tolist(),
+    )
+
+
+def _held_out_lines(h):
+    width = max(5, *(len(c) for c in h["classes"]))
+    lines = [
+        f"held-out: {h['source']}: {h['n_texts']} texts, {h['metric']} {h['score']:.3f} "
+        "(best pipeline refitted on all training texts)",
+        f"  {'class':<{width}}  precision  recall     f1  support",
+    ]
+    for r in h["per_class"]:
+        lines.append(
+            f"  {r['label']:<{width}}  {r['precision']:9.3f}  {r['recall']:6.3f}  {r['f1']:5.3f}  {r['support']:7d}"
+        )
+    lines.append(f"  confusion (rows: true, columns: predicted {', '.join(h['classes'])}):")
+    for c, row in zip(h["classes"], h["confusion"]):
+        lines.append(f"  {c:<{width}}  " + "  ".join(f"{v:>{max(3, len(k))}}" for v, k in zip(row, h["classes"])))
+    return lines
+
+
 def _atomic_dump(obj, path):
     import joblib
 
@@ -512,6 +555,13 @@ def _run_baseline(args):
         check_output_path(args.save_model)
     texts, labels, source = _load_data(args)
     counts = _check_labels(labels, args.cv, source)
+    test_data = None
+    if args.test:
+        test_texts, test_labels = read_texts(
+            args.test, text_column=args.text_column, label_column=args.label_column,
+            fmt=args.format, need_labels=True,
+        )  # fmt: skip
+        test_data = (test_texts, test_labels, str(args.test))
     scoring = _check_scoring(args.scoring)
     metric = scoring or "accuracy"
     if args.top < 1:
@@ -555,7 +605,8 @@ def _run_baseline(args):
         print(f"note: {note}", file=out)
 
     model_path = None
-    if args.save_model:
+    heldout = None
+    if args.save_model or args.test:
         before = _backend.forward_counts()["texts"]
         pipe = make_probe_pipeline(
             best,
@@ -568,16 +619,21 @@ def _run_baseline(args):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             pipe.fit(texts, labels)
-        # The saved pipeline does not point at this machine's cache.
-        pipe.named_steps["bert"].set_params(memory=None, cache_max_bytes=None, verbose=False)
-        _atomic_dump(pipe, args.save_model)
-        model_path = args.save_model
         refit_forward = _backend.forward_counts()["texts"] - before
-        print(
-            f"model: {model_path} (best pipeline refitted on all {len(texts)} texts; "
-            f"{refit_forward} through the model)",
-            file=out,
-        )
+        if args.test:
+            heldout = _held_out(pipe, test_data, metric, scoring)
+            for line in _held_out_lines(heldout):
+                print(line, file=out)
+        if args.save_model:
+            # The saved pipeline does not point at this machine's cache.
+            pipe.named_steps["bert"].set_params(memory=None, cache_max_bytes=None, verbose=False)
+            _atomic_dump(pipe, args.save_model)
+            model_path = args.save_model
+            print(
+                f"model: {model_path} (best pipeline refitted on all {len(texts)} texts; "
+                f"{refit_forward} through the model)",
+                file=out,
+            )
 
     if not args.no_report:
         context = dict(
@@ -601,6 +657,7 @@ def _run_baseline(args):
             total_seconds=time.perf_counter() - started,
             model_path=model_path,
             notes=[n for n in (chosen, note) if n],
+            heldout=heldout,
             command=_command_line(args),
         )
         path, plot_path = write_report(args.report, table, context, fmt=args.report_format)

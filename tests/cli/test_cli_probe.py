@@ -499,3 +499,63 @@ def _size(n):
     from skbert.cli.cache import _size as size
 
     return size(n)
+
+
+def test_held_out_test_and_per_class_metrics(tiny_model, tmp_path):
+    """#19 item 15: --test DATA scores the winner on held-out texts, per class too."""
+    data = _write_csv(tmp_path / "train.csv", _rows(24), header=("text", "label"))
+    test = _write_csv(tmp_path / "test.csv", _rows(12, seed=1), header=("text", "label"))
+    out = _skbert("baseline", data, "--test", test, "--model", tiny_model, "--no-cache", "-q", "--cv", "3",
+                  "--pooling", "mean", "--whitening", "none", "--C", "1", "--report", tmp_path / "rep")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    i = next(k for k, line in enumerate(lines) if line.startswith(f"held-out: {test}: 12 texts, accuracy "))
+    assert lines[i + 1].split() == ["class", "precision", "recall", "f1", "support"]
+    per_class = {line.split()[0]: line.split()[1:] for line in lines[i + 2 : i + 4]}
+    assert sorted(per_class) == ["neg", "pos"] and [r[-1] for r in per_class.values()] == ["6", "6"]
+    confusion = [list(map(int, line.split()[1:])) for line in lines[i + 5 : i + 7]]
+    assert sum(map(sum, confusion)) == 12
+    accuracy = float(lines[i].split("accuracy ")[1].split()[0])
+    assert accuracy == pytest.approx((confusion[0][0] + confusion[1][1]) / 12, abs=1e-3)
+    report = (tmp_path / "rep" / "report.md").read_text(encoding="utf-8")
+    assert f"## Held-out test: {test}" in report and "| class | precision | recall | F1 | support |" in report
+    assert "| true / predicted | neg | pos |" in report
+
+
+def test_report_plot_legend_covers_no_point_and_title_names_the_data(tiny_model, tmp_path):
+    """#19 item 15: the legend sits outside the axes; the title names the data."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    from skbert.cli import report
+
+    drawn = {}
+    original = report.plot_probe
+
+    def spy(table, *, ax=None, title=None):
+        drawn["ax"], drawn["title"] = original(table, ax=ax, title=title), title
+        return drawn["ax"]
+
+    data = _write_csv(tmp_path / "reviews.csv", _rows(24), header=("text", "label"))
+    mp = pytest.MonkeyPatch()
+    mp.setattr(report, "plot_probe", spy)
+    try:
+        code = cli.main(["baseline", str(data), "--model", tiny_model, "--no-cache", "-q", "--cv", "3",
+                         "--pooling", "cls,mean,max", "--whitening", "none,center", "--C", "1",
+                         "--report", str(tmp_path / "rep")])  # fmt: skip
+    finally:
+        mp.undo()
+    assert code == 0
+    assert drawn["title"] == "reviews.csv: linear probe by layer"
+    ax = drawn["ax"]
+    fig = ax.figure
+    assert isinstance(fig, Figure)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    box = ax.get_legend().get_window_extent(renderer)
+    points = [ax.transData.transform(xy) for line in ax.get_lines() for xy in line.get_xydata()]
+    assert points
+    assert not any(box.contains(x, y) for x, y in points)
+    assert box.x0 >= ax.get_window_extent(renderer).x1  # right of the axes
