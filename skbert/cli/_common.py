@@ -3,11 +3,14 @@ mapping from command-line options to BertVectorizer's parameters."""
 
 import argparse
 import re
+import sys
 import warnings
 
+from .._cache import open_store
 from .._extraction.assembly import POOLINGS
 from .._model.backend import DEFAULT_MODEL
 from .._vectorizer import BertVectorizer
+from ..exceptions import CLIError
 from ..probing import table_columns
 
 __all__ = [
@@ -132,10 +135,7 @@ def cache_problem(memory):
     the command line judges a folder exactly as BertVectorizer would. A URL
     is left to the store.
     """
-    from .._cache import open_store
-    from .._cache.open import is_url
-
-    if memory is None or is_url(str(memory)):
+    if memory is None or "://" in str(memory):
         return None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -157,10 +157,6 @@ def checked_memory(memory, *, explicit):
     cannot be used gives one ``skbert: warning:`` line and the command runs
     without a cache.
     """
-    import sys
-
-    from ..exceptions import CLIError
-
     problem = cache_problem(memory)
     if problem is None:
         return memory

@@ -16,6 +16,7 @@ import time
 import warnings
 from pathlib import Path
 
+from .._cache import cache_info, parse_size
 from .._extraction.assembly import POOLINGS
 from .._model import backend as _backend
 from .._model.backend import DEFAULT_MODEL
@@ -24,6 +25,7 @@ from ..datasets import load_demo
 from ..exceptions import CLIError, WhiteningWarning
 from ..probing import best_configuration, make_probe_pipeline, probe_layers
 from ._common import checked_memory, extraction_params, fmt_c, layers_arg, table_rows
+from .cache import _size
 from .io import atomic_output, check_output_path, read_texts
 from .report import save_probe_plot, write_report
 
@@ -102,8 +104,6 @@ def _int_at_least(low, message):
 
 
 def _size_arg(value):
-    from .._cache import parse_size
-
     try:
         size = parse_size(value)
     except ValueError as exc:
@@ -335,15 +335,11 @@ def _cache_cap(args):
         return args.cache_max_bytes
     if args.no_cache or args.memory is not None:
         return None
-    from .._cache import parse_size
-
     return parse_size(DEFAULT_CACHE_MAX_BYTES)
 
 
 def _cache_state(memory):
     """(entries, bytes) of the cache in ``memory``; (0, 0) before it exists."""
-    from .._cache import cache_info
-
     try:
         info = cache_info(memory)
     except (OSError, ValueError):
@@ -353,8 +349,6 @@ def _cache_state(memory):
 
 def _cache_line(memory, before, cap):
     """What this run wrote into the cache, its total and its cap, in one line."""
-    from .cache import _size
-
     entries, size = _cache_state(memory)
     added, grown = entries - before[0], size - before[1]
     sign = "+" if grown >= 0 else "-"
