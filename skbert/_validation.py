@@ -47,6 +47,11 @@ def _is_missing(value):
         return True
 
 
+def _from_arrow(obj):
+    """Whether ``obj`` is a pyarrow object (judged by its type: pyarrow is never imported)."""
+    return type(obj).__module__.split(".")[0] == "pyarrow"
+
+
 def _column_to_list(column):
     """A pandas / polars / pyarrow / array-API column (1-D) as a list."""
     if hasattr(column, "iloc"):  # pandas Series: positional, NA kept as pd.NA
@@ -98,8 +103,9 @@ def check_texts(X, *, estimator_name="BertVectorizer", ensure_min_samples=0):
     ----------
     X : iterable of str
         A list or tuple of str, a 1-D numpy array, a pandas or polars Series,
-        a one-column pandas or polars DataFrame (or any dataframe exposing
-        ``shape`` and ``columns``), or a 2-D array with one column.
+        a pyarrow string Array or ChunkedArray, a one-column pandas, polars or
+        pyarrow table (or any dataframe exposing ``shape`` and ``columns``),
+        or a 2-D array with one column.
     estimator_name : str, default="BertVectorizer"
         Used in error messages.
     ensure_min_samples : int, default=0
@@ -152,7 +158,12 @@ def check_texts(X, *, estimator_name="BertVectorizer", ensure_min_samples=0):
                 + _column_hint(X.shape[1])
             )
         X = _first_column(X, columns)
-    if isinstance(X, np.ndarray):
+    if _from_arrow(X) and callable(getattr(X, "to_pylist", None)):
+        # A pyarrow Array or ChunkedArray (a Table's column, HF datasets'
+        # with_format("arrow")): iterating gives Arrow scalars, to_pylist gives
+        # str, and None for a null (refused below, as any missing value).
+        texts = X.to_pylist()
+    elif isinstance(X, np.ndarray):
         if X.ndim == 2 and X.shape[1] == 1:
             X = X[:, 0]
         elif X.ndim != 1:
@@ -210,7 +221,10 @@ def check_elements(texts, *, estimator_name="BertVectorizer", where=None):
         def where(i):
             return f"index {i}"
 
+    out = []
     for i, text in enumerate(texts):
+        if not isinstance(text, str) and _from_arrow(text) and callable(getattr(text, "as_py", None)):
+            text = text.as_py()  # an Arrow scalar: str, or None for a null
         if isinstance(text, str):
             if not text.isascii():
                 bad = _SURROGATE.search(text)
@@ -224,6 +238,7 @@ def check_elements(texts, *, estimator_name="BertVectorizer", where=None):
                         f"{estimator_name}, e.g. text.encode('utf-8', 'replace')"
                         ".decode('utf-8')."
                     )
+            out.append(str(text))  # a str subclass becomes a plain str
             continue
         if _is_missing(text):
             raise ValueError(
@@ -243,4 +258,4 @@ def check_elements(texts, *, estimator_name="BertVectorizer", where=None):
             f"{estimator_name} expects str elements; element at {where(i)} is "
             f"{type(text).__name__} ({text!r:.50}), not a string."
         )
-    return [str(t) for t in texts]
+    return out

@@ -123,3 +123,46 @@ def test_engine_partitions_get_the_same_checks_as_estimators():
         check_partition([["a"]], partition=None, what="batch")
     with pytest.raises(ValueError, match=r"row 1 of partition 0 is missing \(nan\)"):
         check_partition(["a", float("nan")], partition=0)
+
+
+def test_arrow_string_arrays(tiny_model, texts):
+    """#19 item 17: Arrow arrays (HF datasets' with_format("arrow")) give the texts, not scalars."""
+    pa = pytest.importorskip("pyarrow")
+    vec = BertVectorizer(tiny_model).fit(texts)
+    want = vec.transform(texts)
+    half = len(texts) // 2
+    for X in (
+        pa.array(texts),
+        pa.array(texts, type=pa.large_string()),
+        pa.array(texts).dictionary_encode(),
+        pa.chunked_array([texts[:half], texts[half:]]),
+        pa.table({"text": texts}),
+        list(pa.array(texts)),  # Arrow scalars
+    ):
+        assert check_texts(X) == texts
+        np.testing.assert_array_equal(vec.transform(X), want)
+    np.testing.assert_array_equal(BertVectorizer(tiny_model).fit_transform(pa.array(texts)), want)
+    # A null is refused as None is, wherever it is.
+    for X in (pa.array(["a", "b", None]), pa.chunked_array([["a", "b"], [None]]), [pa.scalar("a"), pa.scalar("b"), pa.scalar(None, pa.string())]):
+        with pytest.raises(ValueError, match=r"Text at index 2 is missing \(None\)"):
+            vec.transform(X)
+    with pytest.raises(TypeError, match=r"element at index 0 is int \(1\), not a string"):
+        check_texts(pa.array([1, 2]))
+
+
+def test_validation_never_imports_pyarrow():
+    """pyarrow is optional: plain inputs work where it cannot be imported."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['pyarrow'] = None\n"  # `import pyarrow` now fails
+        "from skbert._validation import check_texts\n"
+        "import numpy as np\n"
+        "assert check_texts(['a', 'b']) == ['a', 'b']\n"
+        "assert check_texts(np.array(['a'], dtype=object)) == ['a']\n"
+        "try:\n    check_texts(['a', None])\nexcept ValueError as e:\n    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "Text at index 1 is missing (None)" in out.stdout

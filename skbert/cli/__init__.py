@@ -8,6 +8,7 @@ turns expected errors into one-line messages with a non-zero exit code.
 """
 
 import logging
+import os
 import sys
 
 from .._version import __version__
@@ -50,7 +51,17 @@ def main(argv=None):
             parser.print_help()
             return 2
     try:
-        return int(handler(args) or 0)
+        code = int(handler(args) or 0)
+        # Buffered output reaches a closed pipe here, not at exit.
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # The reader went away (`skbert cache info DIR | head`): stop quietly,
+        # as Python's documentation recommends (signal module, "Note on
+        # SIGPIPE"): point stdout at devnull so that the flush at exit does
+        # not raise again, and exit 1.
+        _silence_stdout()
+        return 1
     except (CLIError, InputError, OutputError) as exc:
         print(f"skbert: error: {exc}", file=sys.stderr)
         return getattr(exc, "exit_code", 1)
@@ -61,4 +72,17 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("skbert: interrupted", file=sys.stderr)
         return 130
+
+
+def _silence_stdout():
+    """Send what is left of stdout to devnull (after a BrokenPipeError)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # replaced, e.g. by pytest's capture
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 

@@ -3,10 +3,14 @@ mapping from command-line options to BertVectorizer's parameters."""
 
 import argparse
 import re
+import sys
+import warnings
 
+from .._cache import open_store
 from .._extraction.assembly import POOLINGS
 from .._model.backend import DEFAULT_MODEL
 from .._vectorizer import BertVectorizer
+from ..exceptions import CLIError
 from ..probing import table_columns
 
 __all__ = [
@@ -17,6 +21,8 @@ __all__ = [
     "vectorizer_from_args",
     "table_rows",
     "fmt_c",
+    "cache_problem",
+    "checked_memory",
 ]
 
 
@@ -119,3 +125,49 @@ def table_rows(table):
 def fmt_c(c):
     """A regularisation strength as the tables print it."""
     return f"{c:g}"
+
+
+def cache_problem(memory):
+    """Why the feature cache folder ``memory`` cannot be used, or None.
+
+    Asks the store itself (it creates the folder if needed and refuses a
+    file, an unwritable place, a link or a folder others can write to), so
+    the command line judges a folder exactly as BertVectorizer would. A URL
+    is left to the store.
+    """
+    if memory is None or "://" in str(memory):
+        return None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        store = open_store(memory)
+    if getattr(store, "usable", True):
+        return None
+    for w in caught:
+        text = str(w.message)
+        text = text.removeprefix("skbert feature cache: ")
+        return text.split("; features are computed without caching")[0]
+    return f"cannot use {memory}"
+
+
+def checked_memory(memory, *, explicit):
+    """``memory`` if usable; else an error (``explicit``) or None with one line on stderr.
+
+    A folder given with ``--memory`` that cannot be used ends the command
+    (exit status 2) before any work; the command line's default folder that
+    cannot be used gives one ``skbert: warning:`` line and the command runs
+    without a cache.
+    """
+    problem = cache_problem(memory)
+    if problem is None:
+        return memory
+    if explicit:
+        raise CLIError(
+            f"--memory {memory}: {problem}; give a folder you can write to, or --no-cache.",
+            exit_code=2,
+        )
+    print(
+        f"skbert: warning: the default feature cache {memory} cannot be used ({problem}); "
+        "running without a cache (set --memory DIR or $SKBERT_CACHE, or --no-cache).",
+        file=sys.stderr,
+    )
+    return None

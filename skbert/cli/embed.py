@@ -3,7 +3,7 @@
 import numpy as np
 
 from ..exceptions import CLIError
-from ._common import add_vectorizer_options, vectorizer_from_args
+from ._common import add_vectorizer_options, checked_memory, vectorizer_from_args
 from .io import atomic_output, check_output_path, read_texts
 
 __all__ = ["add_embed_parser", "run_embed"]
@@ -34,10 +34,11 @@ def run_embed(args):
     """Encode ``args.input`` into ``args.output``; returns the exit code."""
     out = args.output if args.output.endswith(".npy") else args.output + ".npy"
     check_output_path(out)
+    memory = checked_memory(args.memory, explicit=True)  # before any work
     texts, _ = read_texts(args.input, text_column=args.text_column, fmt=args.format)
     if not texts:
         raise CLIError(f"{args.input}: no texts to encode.")
-    vec = vectorizer_from_args(args)
+    vec = vectorizer_from_args(args, memory=memory)
     X = vec.fit_transform(texts)
     with atomic_output(out) as tmp, open(tmp, "wb") as f:
         np.save(f, X)

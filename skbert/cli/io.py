@@ -11,6 +11,7 @@ import contextlib
 import csv
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -98,7 +99,9 @@ def read_texts(path, *, text_column=None, label_column=None, fmt="auto", need_la
     Returns
     -------
     texts : list of str
-    labels : list of str or None
+    labels : list or None
+        In a CSV or TSV file, int when every label is an integer, else str;
+        in JSON Lines, the JSON type (str, int, float or bool).
     """
     fmt = _format(path, fmt)
     try:
@@ -164,5 +167,40 @@ def read_texts(path, *, text_column=None, label_column=None, fmt="auto", need_la
             label = rec.get(label_col)
             if label is None or label == "":
                 raise InputError(f"{path}: row {i + 1} has no label in column {label_col!r}.")
-            labels.append(str(label))
+            labels.append(label)
+    if labels is not None:
+        labels = _typed_labels(labels, label_col, path, from_text=fmt != "jsonl")
     return texts, labels
+
+
+_INT = re.compile(r"^[+-]?[0-9]+$")
+
+
+def _typed_labels(labels, column, path, *, from_text):
+    """Labels of one type, the type the file gives them.
+
+    CSV and TSV fields are text: a column of integers ("0", "1") gives int
+    labels, as pandas reads it, so that a model fitted on them predicts ints
+    and ``model.score(texts, df[column])`` compares like with like; any other
+    column stays str. JSON values keep their type (str, int, float or bool);
+    a column mixing types, or holding lists or objects, is refused.
+    """
+    if from_text:
+        if all(_INT.match(label) for label in labels):
+            return [int(label) for label in labels]
+        return labels
+    kinds = {type(label) for label in labels}
+    if not kinds <= {str, int, float, bool}:
+        bad = next(i for i, label in enumerate(labels) if type(label) not in (str, int, float, bool))
+        raise InputError(
+            f"{path}: row {bad + 1} has a {type(labels[bad]).__name__} label in column "
+            f"{column!r}; labels are strings or numbers."
+        )
+    if kinds == {int, float}:
+        return [float(label) for label in labels]
+    if len(kinds) > 1:
+        names = " and ".join(sorted(k.__name__ for k in kinds))
+        raise InputError(
+            f"{path}: the labels in column {column!r} mix {names} values; give them one type."
+        )
+    return labels

@@ -16,6 +16,7 @@ import time
 import warnings
 from pathlib import Path
 
+from .._cache import cache_info, parse_size
 from .._extraction.assembly import POOLINGS
 from .._model import backend as _backend
 from .._model.backend import DEFAULT_MODEL
@@ -23,7 +24,8 @@ from .._vectorizer import BertVectorizer
 from ..datasets import load_demo
 from ..exceptions import CLIError, WhiteningWarning
 from ..probing import best_configuration, make_probe_pipeline, probe_layers
-from ._common import extraction_params, fmt_c, layers_arg, table_rows
+from ._common import checked_memory, extraction_params, fmt_c, layers_arg, table_rows
+from .cache import _size
 from .io import atomic_output, check_output_path, read_texts
 from .report import save_probe_plot, write_report
 
@@ -31,6 +33,11 @@ __all__ = ["add_probe_parsers", "default_cache_dir"]
 
 #: Environment variable naming the command line's default feature cache.
 CACHE_ENV = "SKBERT_CACHE"
+
+#: Size cap of the command line's default feature cache (not of ``--memory DIR``):
+#: least recently used entries are evicted beyond it. About 40,000 short
+#: sentences with all-MiniLM-L6-v2 (about 52 KB each, every layer's statistics).
+DEFAULT_CACHE_MAX_BYTES = "2GiB"
 
 
 def default_cache_dir():
@@ -96,6 +103,16 @@ def _int_at_least(low, message):
     return parse
 
 
+def _size_arg(value):
+    try:
+        size = parse_size(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if size < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive size; got {value!r}")
+    return size
+
+
 _positive_int = _int_at_least(1, "expected a positive int")
 _folds = _int_at_least(2, "--cv needs an int of at least 2")
 
@@ -123,7 +140,7 @@ def _add_grid_options(p, *, poolings, whitening, cs):
     group.add_argument("--layers", type=layers_arg, default="all", help="layers to probe: 'all' (default), an index, or comma-separated indices; 0 is the embedding output")
     group.add_argument("--pooling", type=_choice_list(_POOLINGS, "poolings"), default=poolings, metavar="LIST", help=f"comma-separated poolings among {', '.join(_POOLINGS)} (default: {','.join(poolings)})")
     group.add_argument("--whitening", type=_choice_list(_WHITENINGS, "whitenings"), default=whitening, metavar="LIST", help=f"comma-separated whitenings among {', '.join(_WHITENINGS)}, fitted on each training fold (default: {','.join(whitening)})")
-    group.add_argument("--n-components", type=_positive_int, default=None, metavar="K", help="dimensions kept by whiten (default: all; keep fewer than the texts of a training fold) or directions removed by abtt (default: 1%% of them)")
+    group.add_argument("--n-components", type=_positive_int, default=None, metavar="K", help="dimensions kept by whiten (default: all when a training fold has more texts than dimensions, else half its texts) or directions removed by abtt (default: 1%% of them)")
     if cs is not None:
         group.add_argument("--C", dest="C", type=_csv_list(_positive_float, "positive numbers"), default=cs, metavar="LIST", help=f"comma-separated inverse regularisation strengths of the logistic regression (default: {','.join(f'{c:g}' for c in cs)})")
     else:
@@ -145,8 +162,9 @@ def _add_model_options(p):
     group.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"], help="compute dtype (default: %(default)s)")
     group.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub to run")
     cache = group.add_mutually_exclusive_group()
-    cache.add_argument("--memory", default=None, metavar="DIR", help=f"feature cache folder (default: ${CACHE_ENV}, else $XDG_CACHE_HOME/skbert, else ~/.cache/skbert)")
+    cache.add_argument("--memory", default=None, metavar="DIR", help=f"feature cache folder (default: ${CACHE_ENV}, else $XDG_CACHE_HOME/skbert, else ~/.cache/skbert); a --memory that cannot be used is an error, a default one that cannot be used runs without a cache")
     cache.add_argument("--no-cache", action="store_true", help="do not use a feature cache (the model runs on every invocation)")
+    group.add_argument("--cache-max-bytes", type=_size_arg, default=None, metavar="SIZE", help=f"size cap of the feature cache, least recently used entries evicted beyond it: bytes or 500M, 4G, 1.5GiB (default: {DEFAULT_CACHE_MAX_BYTES} for the default cache folder, no cap for --memory DIR)")
 
 
 def _add_baseline_options(p):
@@ -156,6 +174,7 @@ def _add_baseline_options(p):
     out.add_argument("--report-format", default="markdown", choices=["markdown", "html"], help="report.md or report.html (default: %(default)s)")
     out.add_argument("--no-report", action="store_true", help="write no report")
     out.add_argument("--save-model", default=None, metavar="FILE", help="write the best pipeline, refitted on all texts, with joblib (load it with joblib.load and call predict on texts)")
+    out.add_argument("--test", default=None, metavar="DATA", help="held-out labelled texts (same format and columns as DATA): the best pipeline, refitted on all of DATA, is scored on them, with per-class precision, recall, F1 and the confusion matrix")
     out.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
@@ -299,13 +318,52 @@ def _check_scoring(scoring):
 
 
 def _memory(args):
-    if args.no_cache:
+    """The feature cache folder of this run (checked once; see :func:`checked_memory`)."""
+    if not hasattr(args, "_memory"):
+        if args.no_cache:
+            args._memory = None
+        elif args.memory is not None:
+            args._memory = checked_memory(args.memory, explicit=True)
+        else:
+            args._memory = checked_memory(default_cache_dir(), explicit=False)
+    return args._memory
+
+
+def _cache_cap(args):
+    """The cache's size cap in bytes, or None (see ``--cache-max-bytes``)."""
+    if args.cache_max_bytes is not None:
+        return args.cache_max_bytes
+    if args.no_cache or args.memory is not None:
         return None
-    return args.memory if args.memory is not None else default_cache_dir()
+    return parse_size(DEFAULT_CACHE_MAX_BYTES)
+
+
+def _cache_state(memory):
+    """(entries, bytes) of the cache in ``memory``; (0, 0) before it exists."""
+    try:
+        info = cache_info(memory)
+    except (OSError, ValueError):
+        return 0, 0
+    return info["entries"], info["bytes"]
+
+
+def _cache_line(memory, before, cap):
+    """What this run wrote into the cache, its total and its cap, in one line."""
+    entries, size = _cache_state(memory)
+    added, grown = entries - before[0], size - before[1]
+    sign = "+" if grown >= 0 else "-"
+    cap_text = f" (cap {_size(cap)}, --cache-max-bytes)" if cap else " (no cap)"
+    return (
+        f"cache: {memory}: {added:+,} entries, {sign}{_size(abs(grown))} this run; "
+        f"{entries:,} entries, {_size(size)} in all{cap_text}"
+    )
 
 
 def _vectorizer_params(args):
     params = extraction_params(args)
+    cap = _cache_cap(args)
+    if cap is not None and _memory(args) is not None:
+        params["cache_max_bytes"] = cap
     if args.n_components is not None:
         params["n_components"] = args.n_components
     return params
@@ -349,17 +407,8 @@ def _run_grid(args, texts, labels, param_grid):
         )
 
 
-def _whitening_note(args, texts, labels):
-    """A warning, or None: does "whiten" keep more dimensions than a fold has texts?
-
-    Whitening rescales every kept direction to unit variance; fitted on ``n``
-    texts, at most ``n - 1`` directions carry variance, so keeping ``n`` or
-    more amplifies noise and its scores mislead (the demo's 248 training
-    texts against 384 dimensions). As :class:`skbert.WhiteningWarning`, said
-    once, with the option that fixes it.
-    """
-    if "whiten" not in args.whitening:
-        return None
+def _whiten_dims(args, texts, labels):
+    """(dimensions "whiten" would keep, texts of the smallest training fold)."""
     import numpy as np
 
     n_train = min(len(train) for train, _ in _splitter(args).split(np.zeros((len(labels), 1)), labels))
@@ -367,6 +416,45 @@ def _whitening_note(args, texts, labels):
     hidden = BertVectorizer(args.model, **params).fit(texts[:1]).hidden_size_  # config only
     dim = max(hidden * (2 if p == "mean_max" else 1) for p in args.pooling)
     kept = dim if args.n_components is None else min(args.n_components, dim)
+    return kept, n_train
+
+
+def _default_components(args, texts, labels):
+    """Choose ``--n-components`` for "whiten" when it was not given; a line saying so, or None.
+
+    Whitening all dimensions on a training fold with fewer texts than
+    dimensions amplifies noise (the demo: 384 dimensions, 248 texts per
+    fold), and a default grid must not produce scores it then calls
+    unreliable. So without ``--n-components``, "whiten" keeps half the texts
+    of a training fold when it could not keep them all. With "abtt" in the
+    same grid ``--n-components`` would also change abtt's meaning, so then
+    nothing is chosen (and :func:`_whitening_note` speaks).
+    """
+    if "whiten" not in args.whitening or args.n_components is not None or "abtt" in args.whitening:
+        return None
+    kept, n_train = _whiten_dims(args, texts, labels)
+    if kept < n_train:
+        return None
+    args.n_components = max(1, n_train // 2)
+    return (
+        f"whiten keeps {args.n_components} of {kept} dimensions: half the {n_train} texts "
+        f"of a training fold, as all {kept} would amplify noise (set --n-components to choose)."
+    )
+
+
+def _whitening_note(args, texts, labels):
+    """A warning, or None: does "whiten" keep more dimensions than a fold has texts?
+
+    Whitening rescales every kept direction to unit variance; fitted on ``n``
+    texts, at most ``n - 1`` directions carry variance, so keeping ``n`` or
+    more amplifies noise and its scores mislead. As
+    :class:`skbert.WhiteningWarning`, said once, with the option that fixes
+    it. Only an explicit ``--n-components`` (or a grid with "abtt") gets
+    here: otherwise :func:`_default_components` chose fewer.
+    """
+    if "whiten" not in args.whitening:
+        return None
+    kept, n_train = _whiten_dims(args, texts, labels)
     if kept < n_train:
         return None
     return (
@@ -399,6 +487,48 @@ def _describe_best(best, metric, folds):
     )
 
 
+def _held_out(pipe, test_data, metric, scoring):
+    """The refitted winner on held-out texts: its score and per-class metrics."""
+    from sklearn.metrics import confusion_matrix, get_scorer, precision_recall_fscore_support
+
+    texts, labels, source = test_data
+    pred = pipe.predict(texts)
+    score = get_scorer(scoring or "accuracy")(pipe, texts, labels)
+    classes = sorted(set(labels) | set(pred.tolist()))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        labels, pred, labels=classes, zero_division=0
+    )
+    return dict(
+        source=source,
+        n_texts=len(texts),
+        metric=metric,
+        score=float(score),
+        classes=[str(c) for c in classes],
+        per_class=[
+            dict(label=str(c), precision=float(p), recall=float(r), f1=float(f), support=int(n))
+            for c, p, r, f, n in zip(classes, precision, recall, f1, support)
+        ],
+        confusion=confusion_matrix(labels, pred, labels=classes).tolist(),
+    )
+
+
+def _held_out_lines(h):
+    width = max(5, *(len(c) for c in h["classes"]))
+    lines = [
+        f"held-out: {h['source']}: {h['n_texts']} texts, {h['metric']} {h['score']:.3f} "
+        "(best pipeline refitted on all training texts)",
+        f"  {'class':<{width}}  precision  recall     f1  support",
+    ]
+    for r in h["per_class"]:
+        lines.append(
+            f"  {r['label']:<{width}}  {r['precision']:9.3f}  {r['recall']:6.3f}  {r['f1']:5.3f}  {r['support']:7d}"
+        )
+    lines.append(f"  confusion (rows: true, columns: predicted {', '.join(h['classes'])}):")
+    for c, row in zip(h["classes"], h["confusion"]):
+        lines.append(f"  {c:<{width}}  " + "  ".join(f"{v:>{max(3, len(k))}}" for v, k in zip(row, h["classes"])))
+    return lines
+
+
 def _atomic_dump(obj, path):
     import joblib
 
@@ -419,12 +549,21 @@ def _run_baseline(args):
         check_output_path(args.save_model)
     texts, labels, source = _load_data(args)
     counts = _check_labels(labels, args.cv, source)
+    test_data = None
+    if args.test:
+        test_texts, test_labels = read_texts(
+            args.test, text_column=args.text_column, label_column=args.label_column,
+            fmt=args.format, need_labels=True,
+        )  # fmt: skip
+        test_data = (test_texts, test_labels, str(args.test))
     scoring = _check_scoring(args.scoring)
     metric = scoring or "accuracy"
     if args.top < 1:
         raise CLIError("--top needs at least 1 row.")
-    memory = _memory(args)
+    memory = _memory(args)  # an unusable --memory fails here, before any work
     out = sys.stdout
+    chosen = _default_components(args, texts, labels)
+    cache_before = _cache_state(memory) if memory else None
 
     classes = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
     print(f"data: {source}: {len(texts)} texts, {len(counts)} classes ({classes})", file=out)
@@ -446,6 +585,10 @@ def _run_baseline(args):
             f"{table.attrs['extract_seconds']:.1f} s",
             file=out,
         )
+    if memory:
+        print(_cache_line(memory, cache_before, _cache_cap(args)), file=out)
+    if chosen:
+        print(f"whitening: {chosen}", file=out)
     print("", file=out)
     print("\n".join(_leaderboard_lines(rows, args.top, metric)), file=out)
     best = best_configuration(table)
@@ -456,7 +599,8 @@ def _run_baseline(args):
         print(f"note: {note}", file=out)
 
     model_path = None
-    if args.save_model:
+    heldout = None
+    if args.save_model or args.test:
         before = _backend.forward_counts()["texts"]
         pipe = make_probe_pipeline(
             best,
@@ -469,16 +613,21 @@ def _run_baseline(args):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             pipe.fit(texts, labels)
-        # The saved pipeline does not point at this machine's cache.
-        pipe.named_steps["bert"].set_params(memory=None, verbose=False)
-        _atomic_dump(pipe, args.save_model)
-        model_path = args.save_model
         refit_forward = _backend.forward_counts()["texts"] - before
-        print(
-            f"model: {model_path} (best pipeline refitted on all {len(texts)} texts; "
-            f"{refit_forward} through the model)",
-            file=out,
-        )
+        if args.test:
+            heldout = _held_out(pipe, test_data, metric, scoring)
+            for line in _held_out_lines(heldout):
+                print(line, file=out)
+        if args.save_model:
+            # The saved pipeline does not point at this machine's cache.
+            pipe.named_steps["bert"].set_params(memory=None, cache_max_bytes=None, verbose=False)
+            _atomic_dump(pipe, args.save_model)
+            model_path = args.save_model
+            print(
+                f"model: {model_path} (best pipeline refitted on all {len(texts)} texts; "
+                f"{refit_forward} through the model)",
+                file=out,
+            )
 
     if not args.no_report:
         context = dict(
@@ -501,7 +650,8 @@ def _run_baseline(args):
             extract_seconds=table.attrs.get("extract_seconds") if hasattr(table, "attrs") else None,
             total_seconds=time.perf_counter() - started,
             model_path=model_path,
-            notes=[note] if note else [],
+            notes=[n for n in (chosen, note) if n],
+            heldout=heldout,
             command=_command_line(args),
         )
         path, plot_path = write_report(args.report, table, context, fmt=args.report_format)
@@ -540,6 +690,9 @@ def _run_probe(args):
     counts = _check_labels(labels, args.cv, source)
     scoring = _check_scoring(args.scoring)
     metric = scoring or "accuracy"
+    memory = _memory(args)  # an unusable --memory fails here, before any work
+    chosen = _default_components(args, texts, labels)
+    cache_before = _cache_state(memory) if memory else None
     table = _run_grid(args, texts, labels, {"C": [args.C]})
     rows = table_rows(table)
     for r in rows:
@@ -547,6 +700,10 @@ def _run_probe(args):
     print(f"data: {source}: {len(texts)} texts, {len(counts)} classes; model: {args.model}; {args.cv}-fold stratified CV")
     if hasattr(table, "attrs"):
         print(f"features: {table.attrs['forward_texts']} of {len(texts)} texts through the model, {table.attrs['extract_seconds']:.1f} s")
+    if memory:
+        print(_cache_line(memory, cache_before, _cache_cap(args)))
+    if chosen:
+        print(f"whitening: {chosen}")
     print("\n".join(_pivot_lines(rows, metric)))
     note = _whitening_note(args, texts, labels)
     if note:

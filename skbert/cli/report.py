@@ -33,8 +33,16 @@ def save_probe_plot(table, path, *, title=None):
     except ImportError:
         return None
 
-    fig = Figure(figsize=(7, 4.2), layout="constrained")
-    plot_probe(table, ax=fig.subplots(), title=title)
+    fig = Figure(figsize=(8, 4.2), layout="constrained")
+    ax = plot_probe(table, ax=fig.subplots(), title=title)
+    legend = ax.get_legend()
+    if legend is not None:
+        # Outside the axes, to their right: "best" placement still covered
+        # points of a full table.
+        ax.legend(
+            title=legend.get_title().get_text(), fontsize="small",
+            loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
+        )  # fmt: skip
     path = str(path)
     with atomic_output(path) as tmp:
         fig.savefig(tmp, dpi=120, format="png")
@@ -122,6 +130,16 @@ def _probe_table(rows):
     return head, body
 
 
+def _held_out_tables(held):
+    """Per-class metrics and the confusion matrix of the held-out test, as tables."""
+    head = ["class", "precision", "recall", "F1", "support"]
+    body = [[r["label"], f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['f1']:.3f}", str(r["support"])]
+            for r in held["per_class"]]  # fmt: skip
+    chead = ["true / predicted", *held["classes"]]
+    cbody = [[c, *map(str, row)] for c, row in zip(held["classes"], held["confusion"])]
+    return head, body, chead, cbody
+
+
 _LOAD_SNIPPET = """import joblib
 model = joblib.load({path!r})
 model.predict(["a new text to classify"])"""
@@ -150,6 +168,12 @@ def _markdown(context, rows, plot_name):
     parts += [f"## Leaderboard (top {len(body)} of {len(rows)})", "", table(head, body), ""]
     head, body = _probe_table(rows)
     parts += [f"## Probe table ({metric}, best C per cell, mean \u00b1 std over folds)", "", table(head, body), ""]
+    held = context.get("heldout")
+    if held:
+        parts += [f"## Held-out test: {held['source']}", "",
+                  f"{held['n_texts']} texts; {held['metric']} **{held['score']:.3f}** (best configuration refitted on all training texts).", ""]  # fmt: skip
+        head, body, chead, cbody = _held_out_tables(held)
+        parts += [table(head, body), "", "Confusion matrix (rows: true class, columns: predicted):", "", table(chead, cbody), ""]
     parts += ["## Reproduce", "", "```bash", context["command"], "```", ""]
     if context.get("model_path"):
         parts += ["Use the saved model:", "", "```python", _LOAD_SNIPPET.format(path=str(context["model_path"])), "```", ""]
@@ -187,6 +211,17 @@ def _html(context, rows, plot_name):
     parts += [f"<h2>Leaderboard (top {len(body)} of {len(rows)})</h2>", table(head, body, "leaderboard")]
     head, body = _probe_table(rows)
     parts += [f"<h2>Probe table ({e(metric)}, best C per cell, mean \u00b1 std over folds)</h2>", table(head, body, "probe")]
+    held = context.get("heldout")
+    if held:
+        head, body, chead, cbody = _held_out_tables(held)
+        parts += [
+            f"<h2>Held-out test: {e(held['source'])}</h2>",
+            f"<p>{held['n_texts']} texts; {e(held['metric'])} <strong>{held['score']:.3f}</strong> "
+            "(best configuration refitted on all training texts).</p>",
+            table(head, body, "per-class"),
+            "<p>Confusion matrix (rows: true class, columns: predicted):</p>",
+            table(chead, cbody, "confusion"),
+        ]
     parts += ["<h2>Reproduce</h2>", f"<pre><code>{e(context['command'])}</code></pre>"]
     if context.get("model_path"):
         snippet = _LOAD_SNIPPET.format(path=str(context["model_path"]))
@@ -218,7 +253,10 @@ def write_report(directory, table, context, *, fmt="markdown"):
     except OSError as exc:
         raise OSError(f"cannot create the report folder {directory}: {exc.strerror or exc}") from None
     rows = table_rows(table)
-    plot_path = save_probe_plot(table, directory / "probe.png", title="Linear probe by layer")
+    name = context.get("source") or ""
+    name = name if name.startswith("bundled") else Path(name).name
+    title = f"{name}: linear probe by layer" if name else "Linear probe by layer"
+    plot_path = save_probe_plot(table, directory / "probe.png", title=title)
     plot_name = "probe.png" if plot_path else None
     if fmt == "html":
         text, name = _html(context, rows, plot_name), "report.html"

@@ -247,8 +247,10 @@ def test_demo_on_the_default_model(tmp_path, minilm_path):
     assert out.returncode == 0, out.stderr
     best = next(line for line in out.stdout.splitlines() if line.startswith("best:"))
     assert float(best.split("accuracy ")[1].split()[0]) >= 0.85
-    # 5-fold CV trains on 248 texts: whitening all 384 dimensions is flagged.
-    assert "note: whiten keeps 384 dimensions but was fitted on 248 texts per training fold" in out.stdout
+    # 5-fold CV trains on 248 texts: the default grid's whiten keeps 124 of the 384
+    # dimensions, so the demo never trips its own warning (#19 item 11).
+    assert "whitening: whiten keeps 124 of 384 dimensions" in out.stdout
+    assert "note:" not in out.stdout and "Warning" not in out.stderr
 
 
 def test_negative_layers_in_the_grid(tiny_model, tmp_path, capsys):
@@ -359,7 +361,7 @@ def test_whitening_on_fewer_texts_than_dimensions_is_flagged(tiny_model, tmp_pat
     data = _write_csv(tmp_path / "d.csv", _rows(24), header=("text", "label"))
     args = ["baseline", data, "--model", tiny_model, "--memory", tmp_path / "cache", "-q", "--cv", "3",
             "--pooling", "mean", "--whitening", "none,whiten", "--C", "1", "--report", tmp_path / "rep"]  # fmt: skip
-    out = _skbert(*args)
+    out = _skbert(*args, "--n-components", "32")  # asked for: all 32 dimensions
     assert out.returncode == 0, out.stderr
     note = (
         "whiten keeps 32 dimensions but was fitted on 16 texts per training fold, so it amplifies "
@@ -373,9 +375,31 @@ def test_whitening_on_fewer_texts_than_dimensions_is_flagged(tiny_model, tmp_pat
     assert fixed.returncode == 0, fixed.stderr
     assert "note:" not in fixed.stdout and fixed.stderr == ""
     probe = _skbert("probe", data, "--model", tiny_model, "--memory", tmp_path / "cache", "-q", "--cv", "3",
-                    "--pooling", "mean", "--whitening", "whiten")  # fmt: skip
+                    "--pooling", "mean", "--whitening", "whiten", "--n-components", "40")  # fmt: skip
     assert probe.returncode == 0, probe.stderr
     assert f"note: {note}" in probe.stdout.splitlines()
+
+
+def test_default_whitening_does_not_trip_its_own_warning(tiny_model, tmp_path):
+    """#19 item 11: without --n-components, whiten keeps fewer dimensions than a fold has texts."""
+    data = _write_csv(tmp_path / "d.csv", _rows(24), header=("text", "label"))
+    common = ["--model", tiny_model, "--memory", tmp_path / "cache", "-q", "--cv", "3", "--pooling", "mean"]
+    chosen = ("whitening: whiten keeps 8 of 32 dimensions: half the 16 texts of a training fold, "
+              "as all 32 would amplify noise (set --n-components to choose).")  # fmt: skip
+    out = _skbert("baseline", data, *common, "--C", "1", "--report", tmp_path / "rep",
+                  "--save-model", tmp_path / "m.joblib")  # the default grid: none,whiten
+    assert out.returncode == 0, out.stderr
+    assert chosen in out.stdout.splitlines()
+    assert "note:" not in out.stdout and out.stderr == ""
+    assert "8 of 32 dimensions" in (tmp_path / "rep" / "report.md").read_text(encoding="utf-8")
+    probe = _skbert("probe", data, *common, "--whitening", "none,whiten")
+    assert probe.returncode == 0, probe.stderr
+    assert chosen in probe.stdout.splitlines() and "note:" not in probe.stdout
+    # The saved model is the one scored: whitening (if it won) keeps 8 dimensions.
+    import joblib
+
+    vec = joblib.load(tmp_path / "m.joblib").named_steps["bert"]
+    assert vec.n_components == 8
 
 
 def test_report_reproduces_the_command_given_to_main(tiny_model, tmp_path, capsys):
@@ -385,3 +409,153 @@ def test_report_reproduces_the_command_given_to_main(tiny_model, tmp_path, capsy
     assert cli.main(argv) == 0, capsys.readouterr().err
     report = (tmp_path / "rep" / "report.md").read_text(encoding="utf-8")
     assert "```bash\nskbert " + " ".join(argv) + "\n```" in report
+
+
+def test_saved_model_keeps_the_labels_type(tiny_model, tmp_path):
+    """#19 item 12: integer labels in a CSV give a model that predicts ints."""
+    rows = [(t, int(y == "pos")) for t, y in _rows(24)]
+    data = _write_csv(tmp_path / "d.csv", rows, header=("text", "label"))
+    out = _skbert("baseline", data, "--model", tiny_model, "--no-cache", "-q", "--cv", "3", "--pooling", "mean",
+                  "--whitening", "none", "--C", "1", "--no-report", "--save-model", tmp_path / "m.joblib")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "24 texts, 2 classes (0 12, 1 12)" in out.stdout
+    code = (
+        "import joblib, sys, csv\n"
+        "m = joblib.load(sys.argv[1])\n"
+        "rows = list(csv.DictReader(open(sys.argv[2])))\n"
+        "texts = [r['text'] for r in rows]; y = [int(r['label']) for r in rows]\n"
+        "pred = m.predict(texts)\n"
+        "print(pred.dtype.kind, m.score(texts, y), (pred == y).mean())\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code, str(tmp_path / "m.joblib"), str(data)],
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    kind, score, agreement = res.stdout.split()
+    assert kind == "i"
+    assert float(score) == float(agreement) > 0.5
+
+
+@pytest.mark.parametrize(
+    "labels, want",
+    [
+        (["1", "0", "-2"], [1, 0, -2]),
+        (["1", "0", "x"], ["1", "0", "x"]),
+        (["1.5", "0", "2"], ["1.5", "0", "2"]),
+    ],
+)
+def test_csv_labels_are_ints_when_every_one_is(tmp_path, labels, want):
+    from skbert.cli.io import read_texts
+
+    path = _write_csv(tmp_path / "d.csv", [(f"t{i}", y) for i, y in enumerate(labels)], header=("text", "label"))
+    assert read_texts(path, need_labels=True)[1] == want
+
+
+def test_jsonl_labels_keep_their_json_type(tmp_path):
+    from skbert.cli.io import read_texts
+    from skbert.exceptions import InputError
+
+    def read(values):
+        path = tmp_path / "d.jsonl"
+        path.write_text("".join(json.dumps({"text": "t", "label": v}) + "\n" for v in values), encoding="utf-8")
+        return read_texts(path, need_labels=True)[1]
+
+    assert read([1, 0]) == [1, 0] and read(["1", "0"]) == ["1", "0"] and read([True, False]) == [True, False]
+    assert read([1, 0.5]) == [1.0, 0.5]
+    with pytest.raises(InputError, match="mix int and str values"):
+        read([1, "0"])
+    with pytest.raises(InputError, match="row 2 has a list label"):
+        read([1, [0]])
+
+
+def test_cache_size_is_shown_and_capped(tiny_model, tmp_path, monkeypatch):
+    """#19 item 13: what a run wrote, the total, and the default folder's cap."""
+    from skbert import cache_info
+
+    data = _write_csv(tmp_path / "d.csv", _rows(24), header=("text", "label"))
+    env = {"XDG_CACHE_HOME": str(tmp_path / "xdg"), "SKBERT_CACHE": ""}
+    common = ["probe", data, "--model", tiny_model, "-q", "--cv", "3", "--pooling", "mean"]
+    out = _skbert(*common, env=env)
+    assert out.returncode == 0, out.stderr
+    folder = tmp_path / "xdg" / "skbert"
+    info = cache_info(folder)
+    line = next(x for x in out.stdout.splitlines() if x.startswith("cache: "))
+    assert line.startswith(f"cache: {folder}: +{info['entries']} entries, +")
+    assert line.endswith(f"; {info['entries']} entries, {_size(info['bytes'])} in all (cap 2.0 GiB, --cache-max-bytes)")
+    warm = _skbert(*common, env=env)
+    assert f"cache: {folder}: +0 entries, +0 B this run; {info['entries']} entries" in warm.stdout
+
+    # A cap smaller than the features: least recently used entries are evicted.
+    small = info["bytes"] // 3
+    capped = _skbert(*common, "--memory", tmp_path / "capped", "--cache-max-bytes", str(small))
+    assert capped.returncode == 0, capped.stderr
+    assert cache_info(tmp_path / "capped")["bytes"] <= small
+    assert f"(cap {_size(small)}, --cache-max-bytes)" in capped.stdout
+    # --memory DIR has no cap unless asked.
+    mine = _skbert(*common, "--memory", tmp_path / "mine")
+    assert "in all (no cap)" in mine.stdout
+
+
+def _size(n):
+    from skbert.cli.cache import _size as size
+
+    return size(n)
+
+
+def test_held_out_test_and_per_class_metrics(tiny_model, tmp_path):
+    """#19 item 15: --test DATA scores the winner on held-out texts, per class too."""
+    data = _write_csv(tmp_path / "train.csv", _rows(24), header=("text", "label"))
+    test = _write_csv(tmp_path / "test.csv", _rows(12, seed=1), header=("text", "label"))
+    out = _skbert("baseline", data, "--test", test, "--model", tiny_model, "--no-cache", "-q", "--cv", "3",
+                  "--pooling", "mean", "--whitening", "none", "--C", "1", "--report", tmp_path / "rep")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    i = next(k for k, line in enumerate(lines) if line.startswith(f"held-out: {test}: 12 texts, accuracy "))
+    assert lines[i + 1].split() == ["class", "precision", "recall", "f1", "support"]
+    per_class = {line.split()[0]: line.split()[1:] for line in lines[i + 2 : i + 4]}
+    assert sorted(per_class) == ["neg", "pos"] and [r[-1] for r in per_class.values()] == ["6", "6"]
+    confusion = [list(map(int, line.split()[1:])) for line in lines[i + 5 : i + 7]]
+    assert sum(map(sum, confusion)) == 12
+    accuracy = float(lines[i].split("accuracy ")[1].split()[0])
+    assert accuracy == pytest.approx((confusion[0][0] + confusion[1][1]) / 12, abs=1e-3)
+    report = (tmp_path / "rep" / "report.md").read_text(encoding="utf-8")
+    assert f"## Held-out test: {test}" in report and "| class | precision | recall | F1 | support |" in report
+    assert "| true / predicted | neg | pos |" in report
+
+
+def test_report_plot_legend_covers_no_point_and_title_names_the_data(tiny_model, tmp_path):
+    """#19 item 15: the legend sits outside the axes; the title names the data."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    from skbert.cli import report
+
+    drawn = {}
+    original = report.plot_probe
+
+    def spy(table, *, ax=None, title=None):
+        drawn["ax"], drawn["title"] = original(table, ax=ax, title=title), title
+        return drawn["ax"]
+
+    data = _write_csv(tmp_path / "reviews.csv", _rows(24), header=("text", "label"))
+    mp = pytest.MonkeyPatch()
+    mp.setattr(report, "plot_probe", spy)
+    try:
+        code = cli.main(["baseline", str(data), "--model", tiny_model, "--no-cache", "-q", "--cv", "3",
+                         "--pooling", "cls,mean,max", "--whitening", "none,center", "--C", "1",
+                         "--report", str(tmp_path / "rep")])  # fmt: skip
+    finally:
+        mp.undo()
+    assert code == 0
+    assert drawn["title"] == "reviews.csv: linear probe by layer"
+    ax = drawn["ax"]
+    fig = ax.figure
+    assert isinstance(fig, Figure)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    box = ax.get_legend().get_window_extent(renderer)
+    points = [ax.transData.transform(xy) for line in ax.get_lines() for xy in line.get_xydata()]
+    assert points
+    assert not any(box.contains(x, y) for x, y in points)
+    assert box.x0 >= ax.get_window_extent(renderer).x1  # right of the axes
