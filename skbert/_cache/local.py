@@ -766,6 +766,7 @@ class FeatureCache:
         self.usable = True
         self.writable = True
         self.write_error = None
+        self.unusable_reason = None
         create_error = None
         created = False
         try:
@@ -805,6 +806,7 @@ class FeatureCache:
 
     def _unusable(self, why):
         self.usable = self.writable = False
+        self.unusable_reason = why
         warn_once(
             ("unusable", str(self.root)),
             f"skbert feature cache: {why}; features are computed without caching.",

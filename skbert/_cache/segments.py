@@ -503,6 +503,7 @@ class SegmentStore:
         self.usable = True
         self.writable = True
         self.write_error = None
+        self.unusable_reason = None
         self._namespaces = []
 
     # ---------------------------------------------------------- problems
@@ -514,6 +515,8 @@ class SegmentStore:
     def _read_failed(self, exc):
         """The store cannot be read (no such bucket, no credentials, network): go uncached."""
         self.usable = self.writable = False
+        if self.unusable_reason is None:
+            self.unusable_reason = f"cannot use {self.location} ({type(exc).__name__}: {exc})"
         warn_once(
             ("unusable", self.location),
             f"skbert feature cache: cannot use {self.location} ({type(exc).__name__}: {exc}); "
