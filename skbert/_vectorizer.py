@@ -326,9 +326,10 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         With ``memory`` set: what the cache did in the last call that
         extracted features (``hits`` and ``misses`` in unique texts,
         ``damaged`` and ``written`` entries, ``bytes_read``,
-        ``bytes_written``, and ``memory_hits``: entries served by the
-        process's in-memory layer, not read from disk). Not set without
-        ``memory``. A read-only property
+        ``bytes_written``, ``memory_hits``: entries served by the
+        process's in-memory layer, not read from disk, and ``store_error``:
+        None, or why the store could not be used or written in that call).
+        Not set without ``memory``. A read-only property
         outside ``__dict__``: ``transform`` leaves a fitted instance unchanged,
         and the statistics are neither pickled nor cloned.
 
@@ -568,7 +569,10 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
             report = _consume(self._iter_unit_statistics(list(index), pretokenized=True), keep)
             # The cache reports per call of the window path: sum over blocks.
             for name, value in (report or {}).items():
-                totals[name] = totals.get(name, 0) + value
+                if name == "store_error":  # a message: the first one stands
+                    totals[name] = totals.get(name) or value
+                else:
+                    totals[name] = totals.get(name, 0) + value
             stats, counts = windows["stats"], windows["counts"]
             doc_stats = np.empty((len(block),) + stats.shape[1:], dtype=np.float32)
             doc_counts = np.empty((len(block), counts.shape[1]), dtype=np.int64)

@@ -778,6 +778,7 @@ class FeatureCache:
         self.writable = True
         self.write_error = None
         self.cleared = False
+        self.unusable_reason = None
         create_error = None
         created = False
         try:
@@ -813,6 +814,7 @@ class FeatureCache:
 
     def _unusable(self, why):
         self.usable = self.writable = False
+        self.unusable_reason = why
         warn_once(
             ("unusable", str(self.root)),
             f"skbert feature cache: {why}; features are computed without caching.",

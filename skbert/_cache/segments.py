@@ -482,6 +482,7 @@ class SegmentStore:
         self.usable = True
         self.writable = True
         self.write_error = None
+        self.unusable_reason = None
         self._namespaces = []
         if isinstance(fs, NoFollowFS) and fs.check_owner:
             problem = fs.unsafe()
@@ -503,6 +504,8 @@ class SegmentStore:
     def _read_failed(self, exc):
         """The store cannot be read (no such bucket, no credentials, network): go uncached."""
         self.usable = self.writable = False
+        if self.unusable_reason is None:
+            self.unusable_reason = f"cannot use {self.location} ({type(exc).__name__}: {exc})"
         warn_once(
             ("unusable", self.location),
             f"skbert feature cache: cannot use {self.location} ({type(exc).__name__}: {exc}); "

@@ -47,6 +47,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "iter_cached_statistics",
     "namespace_fields",
+    "store_problem",
     "unlocked_misses",
     "warn_unfingerprinted",
     "CHUNK_BYTES",
@@ -142,9 +143,14 @@ def iter_cached_statistics(texts, spec, store, *, load):
     report : dict
         What the cache did in this call (the generator's return value, as
         ``yield from`` gives it): ``hits``, ``misses``, ``damaged``,
-        ``written``, ``bytes_read``, ``bytes_written`` and ``memory_hits``.
+        ``written``, ``bytes_read``, ``bytes_written``, ``memory_hits`` and
+        ``store_error``: None, or why the store could not be used or written
+        (so that what was computed may not be stored), e.g. ``"cannot write
+        to s3://bucket/x/skbert-features-v1 (PermissionError: ...)"``.
     """
-    report = dict(hits=0, misses=0, damaged=0, written=0, bytes_read=0, bytes_written=0)
+    report = dict(
+        hits=0, misses=0, damaged=0, written=0, bytes_read=0, bytes_written=0, store_error=None
+    )
     yield from _cached(texts, spec, store, load, report)
     return report
 
@@ -245,6 +251,24 @@ def _cached(texts, spec, store, load, report):
         report["bytes_written"] = cache.bytes_written
         report["memory_hits"] = getattr(ns, "memory_hits", 0)
         cache.close(summary=dict(report, namespace=ns.name))
+        # After close: publishing the last buffered entries may fail there.
+        report["store_error"] = store_problem(cache)
+
+
+def store_problem(cache):
+    """Why the store ``cache`` could not be used or written in this call, or None.
+
+    The caller's process warns once (:class:`FeatureCacheWarning`); this
+    string says it again wherever the call's report goes (a distributed
+    fill's client, see :mod:`skbert.engines`).
+    """
+    where = getattr(cache, "location", None) or str(getattr(cache, "root", "the feature store"))
+    if cache.write_error is not None:
+        exc = cache.write_error
+        return f"cannot write to {where} ({type(exc).__name__}: {exc})"
+    if not cache.usable:
+        return getattr(cache, "unusable_reason", None) or f"cannot use {where}"
+    return None
 
 
 def _compute_misses(missing, *, ns, lookup, compute, claim_keys, coordinate, verbose):

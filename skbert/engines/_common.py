@@ -16,15 +16,21 @@ from .._vectorizer import BertVectorizer
 
 __all__ = [
     "REPORT_COLUMNS",
+    "TASK_COLUMNS",
     "fitted_vectorizer",
     "store_vectorizer",
     "check_partition",
     "fill_store",
+    "fill_totals",
     "transform_texts",
 ]
 
 #: The counts a fill reports (see :func:`fill_store`), summed over its tasks.
 REPORT_COLUMNS = ("texts", "hits", "misses")
+#: What each fill task reports to the client (see :func:`fill_store` and
+#: :func:`fill_totals`): the counts, then how many of its embedded texts
+#: met a store failure, and that failure ("" when none).
+TASK_COLUMNS = REPORT_COLUMNS + ("failed", "error")
 
 
 def fitted_vectorizer(vectorizer):
@@ -136,25 +142,97 @@ def check_partition(
 
 
 def fill_store(vectorizer, texts):
-    """Embed ``texts`` into the vectorizer's feature store; return the cache counts.
+    """Embed ``texts`` into the vectorizer's feature store; return the task's report.
 
     Meant for texts that no other worker embeds at the same time (a
     partition of the globally unique texts): the misses are computed
     without waiting for the namespace lock, so workers fill in parallel.
 
+    A store that cannot be used or written here (no such bucket, no
+    credentials in this worker, a folder it cannot write) makes the worker
+    compute without storing, with one warning in the worker's own log only:
+    the report carries the cause to the client, where :func:`fill_totals`
+    raises.
+
     Returns
     -------
     report : dict
-        ``texts``, ``hits`` and ``misses`` (unique texts) of this call.
+        ``texts``, ``hits`` and ``misses`` (unique texts) of this call;
+        ``failed``: the misses when the store failed in this call (their
+        features may not be stored), else 0; ``error``: why ("" when
+        nothing failed).
     """
     if not texts:
-        return {"texts": 0, "hits": 0, "misses": 0}
+        return dict(zip(TASK_COLUMNS, (0, 0, 0, 0, "")))
     vec = copy.copy(vectorizer)  # last_cache_stats_ is per call, not shared by threads
     with unlocked_misses():
         vec._pooled(texts)
-    stats = getattr(vec, "last_cache_stats_", {})
-    return dict(
-        zip(REPORT_COLUMNS, (len(texts), int(stats.get("hits", 0)), int(stats.get("misses", 0))))
+    try:
+        stats = vec.last_cache_stats_
+    except AttributeError:
+        # No store at all: the model's content cannot be fingerprinted, so
+        # nothing is keyed (the worker warned with FeatureCacheWarning).
+        stats = {
+            "misses": len(texts),
+            "store_error": (
+                f"nothing is cached for model {vec.model_name!r}: its content cannot be "
+                "identified on the worker (no weight files found locally, or its hub "
+                "commit is not in the worker's Hugging Face cache)"
+            ),
+        }
+    hits, misses = int(stats.get("hits", 0)), int(stats.get("misses", 0))
+    error = stats.get("store_error") or ""
+    failed = misses if error else 0
+    return dict(zip(TASK_COLUMNS, (len(texts), hits, misses, failed, error)))
+
+
+def fill_totals(reports, worker="worker"):
+    """Sum the task reports of a fill; raise if any text could not be stored.
+
+    Parameters
+    ----------
+    reports : iterable of mapping
+        One per fill task, with the :data:`TASK_COLUMNS`.
+    worker : str, default="worker"
+        What the engine calls a worker, for the message.
+
+    Returns
+    -------
+    report : dict
+        ``texts``, ``hits`` and ``misses``, summed.
+
+    Raises
+    ------
+    OSError
+        When some task embedded texts but the store failed there (a missing
+        bucket, no credentials or no permission on a worker ...): the
+        message gives the cause, how many texts are affected, and whether
+        the fill stored nothing at all.
+    """
+    reports = list(reports)
+    totals = {name: sum(int(r[name]) for r in reports) for name in REPORT_COLUMNS}
+    failures = [(int(r["failed"]), str(r["error"])) for r in reports if int(r["failed"])]
+    if not failures:
+        return totals
+    n_failed = sum(n for n, _ in failures)
+    causes = list(dict.fromkeys(cause for _, cause in failures))
+    n_tasks = len(failures)
+    if n_failed >= totals["misses"]:
+        what = (
+            f"The fill stored nothing: the {n_failed} texts it embedded could not be "
+            f"stored, in {n_tasks} of {len(reports)} tasks"
+        )
+    else:
+        what = (
+            f"The fill is incomplete: {n_failed} of the {totals['misses']} texts it "
+            f"embedded were not all stored, in {n_tasks} of {len(reports)} tasks"
+        )
+    more = f" (and {len(causes) - 1} other cause{'s' if len(causes) > 2 else ''})" if len(causes) > 1 else ""
+    raise OSError(
+        f"{what}: {causes[0]}{more}. Every {worker} must reach and write the store "
+        f"given as memory=: set the endpoint, credentials and permissions in the "
+        f"{worker}s' environment (or pass cache_storage_options=). What was stored "
+        "stays stored; a new fill embeds only the rest."
     )
 
 

@@ -26,9 +26,10 @@ import numpy as np
 import pandas as pd
 
 from ._common import (
-    REPORT_COLUMNS,
+    TASK_COLUMNS,
     check_partition,
     fill_store,
+    fill_totals,
     fitted_vectorizer,
     store_vectorizer,
     transform_texts,
@@ -40,7 +41,9 @@ _TEXT = "text"
 
 
 def _report_meta():
-    return pd.DataFrame({name: pd.Series([], dtype="int64") for name in REPORT_COLUMNS})
+    return pd.DataFrame(
+        {name: pd.Series([], dtype=object if name == "error" else "int64") for name in TASK_COLUMNS}
+    )
 
 
 def _feature_meta(vectorizer):
@@ -70,7 +73,14 @@ def _unique_checked(part, partition_info=None):
 def _fill_partition(unique, vectorizer):
     """Embed one partition of the globally unique texts into the store."""
     report = fill_store(vectorizer, unique.tolist())
-    return pd.DataFrame({name: [report[name]] for name in REPORT_COLUMNS}, dtype="int64")
+    return pd.DataFrame({name: [report[name]] for name in TASK_COLUMNS}).astype(
+        _report_meta().dtypes.to_dict()
+    )
+
+
+def _fill_report(parts):
+    """The fill's report from its tasks' reports (raises if the store failed)."""
+    return fill_totals(pd.concat(parts).to_dict("records"))
 
 
 def _features(part, vectorizer, after=None, partition_info=None, columns=None):
@@ -121,7 +131,10 @@ def _text_series(texts):
 
 
 def _fill_frame(vectorizer, texts):
-    """A lazy DataFrame of per-partition fill reports (one row per partition)."""
+    """A lazy DataFrame of per-partition fill reports (one row per partition).
+
+    Its columns are :data:`skbert.engines._common.TASK_COLUMNS`.
+    """
     unique = texts.map_partitions(
         _unique_checked, meta=pd.Series([], dtype=object, name=_TEXT), partition_info=True
     )
@@ -157,10 +170,15 @@ def fill(vectorizer, texts):
     ValueError
         When ``memory`` is None, or (at compute time) for a missing text,
         naming its partition, row and index label.
+    OSError
+        When the store could not be used or written on some worker (a
+        missing bucket, no credentials or permission there): the texts
+        embedded there are not stored. The message gives the cause (which
+        the workers' warnings only show in their logs).
     """
     vec = store_vectorizer(vectorizer)
-    totals = _fill_frame(vec, _text_series(texts)).sum().compute()
-    return {name: int(totals[name]) for name in REPORT_COLUMNS}
+    reports = _fill_frame(vec, _text_series(texts)).compute()
+    return fill_totals(reports.to_dict("records"))
 
 
 def transform(vectorizer, texts, *, output="array"):
@@ -209,9 +227,14 @@ def transform(vectorizer, texts, *, output="array"):
     vec = fitted_vectorizer(vectorizer)
     series = _text_series(texts)
     meta = _feature_meta(vec)
-    # The fill's total is an input of every partition's task: a barrier, so
-    # that partitions are read from a complete store.
-    after = None if vec.memory is None else _fill_frame(vec, series).sum()
+    # The fill's report is an input of every partition's task: a barrier, so
+    # that partitions are read from a complete store (it raises the fill's
+    # OSError when the store failed on a worker).
+    after = None
+    if vec.memory is not None:
+        import dask
+
+        after = dask.delayed(_fill_report, pure=True)(_fill_frame(vec, series).to_delayed())
     frame = series.map_partitions(
         _features, vec, after, columns=list(meta.columns), meta=meta, partition_info=True
     )

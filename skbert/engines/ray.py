@@ -11,20 +11,28 @@ column of fixed-size float32 arrays. GPUs are requested per actor with
 *unique* text once across the actors into the shared store (:func:`fill`:
 the texts are checked, deduplicated with ``groupby(column)``, which sends
 equal texts to one group, and embedded), then returns the lazy
-``map_batches`` that assembles each batch from the store. Ray Data numbers
-neither blocks nor batches, so a missing text is named by its row in the
-batch and the row's other columns (keep an id column to find it).
+``map_batches`` that assembles each batch from the store.
+
+Ray Data numbers neither blocks nor batches. A missing text found by
+:func:`fill` (so by :func:`embed` with ``memory`` set) is named by its row
+in the dataset's order, found again on the driver in one more ordered pass
+over the dataset, and by the row's other columns; one found by
+:class:`BertEmbedder` (:func:`embed` without ``memory``, lazily) by its row
+in the actor's batch and the row's other columns (keep an id column to find
+it).
 """
 
 import os
 
 import numpy as np
 
+from .._validation import check_elements
 from .._vectorizer import BertVectorizer
 from ._common import (
-    REPORT_COLUMNS,
+    TASK_COLUMNS,
     check_partition,
     fill_store,
+    fill_totals,
     fitted_vectorizer,
     store_vectorizer,
     transform_texts,
@@ -122,7 +130,10 @@ class _StoreFiller:
 
     def __call__(self, batch):
         report = fill_store(self.vectorizer, [str(t) for t in batch[self.column].tolist()])
-        return {name: np.array([value], dtype=np.int64) for name, value in report.items()}
+        return {
+            name: np.array([report[name]], dtype=object if name == "error" else np.int64)
+            for name in TASK_COLUMNS
+        }
 
 
 def _checked_column(batch, column):
@@ -181,6 +192,18 @@ def fill(
     -------
     report : dict
         ``texts`` (unique), ``hits`` (already stored) and ``misses`` (embedded).
+
+    Raises
+    ------
+    ValueError
+        When ``memory`` is None, or for a missing text (TypeError for one
+        that is not a str), naming its row in the dataset's order and the
+        row's other columns.
+    OSError
+        When the store could not be used or written in some actor (a
+        missing bucket, no credentials or permission there): the texts
+        embedded there are not stored. The message gives the cause (which
+        the actors' warnings only show in their logs).
     """
     vec = store_vectorizer(vectorizer)
     checked = dataset.map_batches(
@@ -193,11 +216,53 @@ def fill(
         fn_constructor_kwargs={"vectorizer": vec, "column": column},
         **_map_kwargs(concurrency, num_gpus, num_cpus, batch_size),
     )
-    totals = dict.fromkeys(REPORT_COLUMNS, 0)
-    for row in reports.take_all():
-        for name in totals:
-            totals[name] += int(row[name])
-    return totals
+    try:
+        rows = reports.take_all()
+    except Exception as exc:
+        if not _is_bad_text(exc):
+            raise
+        # A batch's row number means nothing to the user: find the row in
+        # the dataset's order (this raises), or fail as the workers did.
+        _check_in_order(dataset, column)
+        raise
+    return fill_totals(rows)
+
+
+def _is_bad_text(exc):
+    """Whether a failed Ray job failed on a missing or non-str text (:func:`_check_batch`)."""
+    return "Text at row " in str(exc) and " of a batch " in str(exc)
+
+
+def _check_in_order(dataset, column):
+    """Check the text column on the driver, numbering the rows in the dataset's order.
+
+    Runs only after a worker found a bad text (one more pass over the
+    dataset, in order); raises the ValueError (or TypeError) of the first
+    bad row, named by its number in the dataset, as ``dataset.take_all()``
+    lists the rows, and its other columns. Returns when every text is valid.
+    """
+    from ray.data import DataContext
+
+    context = DataContext.get_current()
+    preserve = context.execution_options.preserve_order
+    context.execution_options.preserve_order = True
+    try:
+        start = 0
+        for batch in dataset.iter_batches(batch_format="numpy", batch_size=4096):
+            if column not in batch:
+                return
+            describe = _describe(batch, column)
+
+            def where(i, start=start, describe=describe):
+                return (
+                    f"row {start + i} of the dataset (numbered from 0 in the dataset's "
+                    f"order, as dataset.take_all() lists the rows; {describe(i)})"
+                )
+
+            check_elements(batch[column].tolist(), where=where)
+            start += len(batch[column])
+    finally:
+        context.execution_options.preserve_order = preserve
 
 
 def embed(
@@ -241,6 +306,13 @@ def embed(
     dataset : ray.data.Dataset
         The input's columns and ``output_column``: one float32 array of
         ``n_features_out`` values per row, equal to ``vectorizer.transform``.
+
+    Raises
+    ------
+    ValueError, TypeError, OSError
+        With ``memory`` set, as :func:`fill` (now). Without it, a bad text
+        fails the lazy dataset when it runs, naming the row within its
+        batch and the row's other columns.
     """
     vec = fitted_vectorizer(vectorizer)
     if vec.memory is not None:

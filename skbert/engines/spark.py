@@ -20,17 +20,20 @@ assembled from the store, partition by partition, in its own order.
 Without ``memory``, each partition is embedded on its own.
 
 A missing value (null) in the text column raises a ValueError in the
-executor that names the partition (``TaskContext.partitionId()``) and the
-row within it; Spark reports it to the driver as a
+executor that names the partition (``TaskContext.partitionId()``, as
+``pyspark.sql.functions.spark_partition_id()`` gives it), the row within it
+and the row's other columns (the first 6; :func:`fill` reads the scalar
+ones among them); Spark reports it to the driver as a
 :class:`pyspark.errors.PythonException` carrying that message.
 """
 
 import numpy as np
 
 from ._common import (
-    REPORT_COLUMNS,
+    TASK_COLUMNS,
     check_partition,
     fill_store,
+    fill_totals,
     fitted_vectorizer,
     store_vectorizer,
     transform_texts,
@@ -38,7 +41,7 @@ from ._common import (
 
 __all__ = ["transform", "fill"]
 
-_REPORT_SCHEMA = "texts long, hits long, misses long"
+_REPORT_SCHEMA = "texts long, hits long, misses long, failed long, error string"
 
 
 # ----------------------------------------------------------- on the workers
@@ -80,11 +83,15 @@ def _checked_batches(batches, column, *, describe_others=False):
 
 
 def _unique_checked(batches, column):
-    """A partition's distinct texts, after checking every row."""
+    """A partition's distinct texts, after checking every row.
+
+    The batches hold the text column and a few small columns that name a bad
+    row (see :func:`_describing_columns`).
+    """
     import pandas as pd
 
     seen = set()
-    for _, texts in _checked_batches(batches, column):
+    for _, texts in _checked_batches(batches, column, describe_others=True):
         new = [t for t in dict.fromkeys(texts) if t not in seen]
         seen.update(new)
         if new:
@@ -95,12 +102,15 @@ def _fill_partition(batches, vectorizer, column):
     """Embed one partition of the globally unique texts into the store."""
     import pandas as pd
 
-    report = dict.fromkeys(REPORT_COLUMNS, 0)
+    report = dict(zip(TASK_COLUMNS, (0, 0, 0, 0, "")))
     for batch in batches:
         counts = fill_store(vectorizer, [str(t) for t in batch[column].tolist()])
-        for name in REPORT_COLUMNS:
-            report[name] += counts[name]
-    yield pd.DataFrame({name: [report[name]] for name in REPORT_COLUMNS}, dtype="int64")
+        for name in TASK_COLUMNS:
+            if name == "error":  # the first cause stands
+                report[name] = report[name] or counts[name]
+            else:
+                report[name] += counts[name]
+    yield pd.DataFrame({name: [report[name]] for name in TASK_COLUMNS})
 
 
 def _features(batches, vectorizer, column, output_col):
@@ -127,6 +137,31 @@ def _check_column(df, input_col):
             f"The column {input_col!r} holds {dtype.simpleString()}, not string: "
             "BertVectorizer expects texts. Cast it first if that is what you mean."
         )
+
+
+def _describing_columns(df, input_col):
+    """The columns a fill ships with the texts: up to 6 scalar ones, to name a bad row.
+
+    The same columns as :func:`transform`'s messages name (its first 6 other
+    columns), less those that could be large (arrays, maps, structs, binary):
+    the fill reads the text column and these only.
+    """
+    from pyspark.sql.types import (
+        BinaryType,
+        BooleanType,
+        DateType,
+        NumericType,
+        StringType,
+        TimestampType,
+    )
+
+    scalar = (NumericType, BooleanType, StringType, DateType, TimestampType)
+    others = [f for f in df.schema.fields if f.name != input_col][:6]
+    return [
+        f.name
+        for f in others
+        if isinstance(f.dataType, scalar) and not isinstance(f.dataType, BinaryType)
+    ]
 
 
 def _default_partitions(df):
@@ -166,8 +201,14 @@ def fill(vectorizer, df, *, input_col="text", num_partitions=None):
     ------
     ValueError
         When ``memory`` is None or ``input_col`` is not a column. A missing
-        text fails the Spark job with a ValueError naming its partition and
-        row.
+        text fails the Spark job with a ValueError naming its partition, its
+        row within the partition and the row's other columns (the first 6,
+        where they are scalars).
+    OSError
+        When the store could not be used or written on some executor (a
+        missing bucket, no credentials or permission there): the texts
+        embedded there are not stored. The message gives the cause (which
+        the executors' warnings only show in their logs).
     """
     vec = store_vectorizer(vectorizer, worker="executor")
     _check_column(df, input_col)
@@ -179,7 +220,10 @@ def fill(vectorizer, df, *, input_col="text", num_partitions=None):
     def fill_partition(batches):
         return _fill_partition(batches, vec, column)
 
-    checked = df.select(column).mapInPandas(unique_checked, schema=f"`{column}` string")
+    shipped = [column] + _describing_columns(df, column)
+    checked = df.select(*[f"`{c}`" for c in shipped]).mapInPandas(
+        unique_checked, schema=f"`{column}` string"
+    )
     # Equal texts meet in one partition of Spark's hash shuffle: each
     # unique text is embedded by exactly one task.
     unique = checked.distinct()
@@ -187,7 +231,7 @@ def fill(vectorizer, df, *, input_col="text", num_partitions=None):
     if num_partitions:
         unique = unique.repartition(num_partitions)
     rows = unique.mapInPandas(fill_partition, schema=_REPORT_SCHEMA).collect()
-    return {name: sum(int(row[name]) for row in rows) for name in REPORT_COLUMNS}
+    return fill_totals((row.asDict() for row in rows), worker="executor")
 
 
 def transform(vectorizer, df, *, input_col="text", output_col="features", num_partitions=None):

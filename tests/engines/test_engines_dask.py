@@ -5,6 +5,7 @@ Forward passes are counted across processes with ``SKBERT_FORWARD_LOG``
 """
 
 import os
+import re
 import signal
 import time
 
@@ -112,6 +113,21 @@ def test_fill_reports_and_extends_the_store(cluster, tiny_model, tmp_path):
     assert log.texts() - before == len(set(first) | set(second))
     with pytest.raises(ValueError, match="fill writes the feature store.*every worker reaches"):
         skdask.fill(BertVectorizer(tiny_model), _series(first, 2))
+
+
+def test_fill_into_a_store_no_worker_can_use_fails_with_the_cause(cluster, tiny_model, tmp_path):
+    # The store's folder cannot be made (its parent is a file) on any worker:
+    # each warns in its own log only; the client must not report success.
+    client, log = cluster
+    (tmp_path / "file").write_text("not a folder")
+    memory = tmp_path / "file" / "store"
+    vec = BertVectorizer(tiny_model, memory=memory)
+    texts = random_corpus(20, 30, seed=10)
+    with pytest.raises(OSError, match=r"(?s)stored nothing: the \d+ texts .*cannot use "
+                       f"{re.escape(str(tmp_path / 'file'))}.*Every worker must reach and write the store"):
+        skdask.fill(vec, _series(texts, 3))
+    with pytest.raises(OSError, match="stored nothing"):
+        skdask.transform(vec, _series(texts, 3)).compute()
 
 
 def test_bag_and_dataframe_outputs_need_no_meta(cluster, tiny_model, tmp_path):

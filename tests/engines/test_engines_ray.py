@@ -127,14 +127,35 @@ def test_missing_text_names_the_batch_row_and_other_columns(cluster, tiny_model,
     values[13] = None
     ds = _dataset(values, 4)
     vec = BertVectorizer(tiny_model, memory=tmp_path / "store" if memory else None)
-    # Ray Data numbers neither blocks nor batches: the row's other columns (its id) find it.
+    if memory:
+        # The fill (run now, on the driver) names the row by its number in the
+        # dataset's order, not within a batch, and by its other columns.
+        message = (r"row 13 of the dataset \(numbered from 0 in the dataset's order.*"
+                   r"\{'id': 13\}\) is missing \(None\)")
+        with pytest.raises(ValueError, match=message):
+            skray.embed(ds, vec, **_ACTOR)
+        cluster.settle()  # batches still running elsewhere must not count in the next test
+        # The texts are checked before the deduplicating shuffle: nothing was embedded.
+        assert not (tmp_path / "store").exists() or cache_info(tmp_path / "store")["entries"] == 0
+        return
+    # Lazily, in an actor: the row within its batch and the row's other columns (its id).
     # Ray raises its own RayTaskError, which carries the worker's ValueError and message.
-    message = r"ValueError: .*row \d+ of (a )?batch.*\{'id': 13\}\) is missing \(None\)"
+    message = r"ValueError: .*row \d+ of batch.*\{'id': 13\}\) is missing \(None\)"
     with pytest.raises(ray.exceptions.RayTaskError, match=message):
         skray.embed(ds, vec, **_ACTOR).take_all()
-    cluster.settle()  # batches still running elsewhere must not count in the next test
-    if memory:  # The texts are checked before the deduplicating shuffle: nothing was embedded.
-        assert not (tmp_path / "store").exists() or cache_info(tmp_path / "store")["entries"] == 0
+    cluster.settle()
+
+
+def test_fill_into_a_missing_bucket_fails_with_the_cause(cluster, s3_store, tiny_model):
+    # The actors reach the S3 server (storage options travel with the
+    # vectorizer) but the bucket does not exist: each actor warns in its own
+    # log only; the driver must not report success.
+    texts = random_corpus(20, 30, seed=10)
+    url = f"s3://{s3_store.bucket}-missing/cache"
+    vec = BertVectorizer(tiny_model, memory=url, cache_storage_options=s3_store.storage_options)
+    with pytest.raises(OSError, match=rf"(?s)stored nothing: .*{s3_store.bucket}-missing/cache.*"
+                       "Every worker must reach and write the store"):
+        skray.fill(_dataset(texts, 2), vec, **_ACTOR)
 
 
 # --------------------------------------------------------- grid search

@@ -174,3 +174,35 @@ def test_cluster_fills_s3_once_then_gridsearch_reads_it(s3_cluster, s3_store, ti
         on_s3.best_estimator_.predict_proba(texts), on_disk.best_estimator_.predict_proba(texts)
     )
     assert _log_texts(log) == n_unique  # and the workers ran nothing more
+
+
+# ------------------------------------------------------- a store that fails
+def test_fill_into_a_missing_bucket_fails_on_the_client_with_the_cause(s3_cluster, s3_store, tiny_model):
+    # The workers reach the server but the bucket does not exist: each worker
+    # warns in its own log and computes uncached. The client must not get a
+    # report of success ({'texts': n, 'hits': 0, 'misses': n}).
+    client, log = s3_cluster
+    texts = random_corpus(40, 60, seed=12)
+    vec = BertVectorizer(tiny_model, memory=f"s3://{s3_store.bucket}-missing/cache")
+    with pytest.raises(OSError, match=r"(?s)stored nothing: the \d+ texts .*-missing/cache.*"
+                       r"(NoSuchBucket|not exist|FileNotFoundError).*Every worker"):
+        skdask.fill(vec, _series(texts, 4))
+    # transform runs the fill first: the same error, before any partition is assembled.
+    with pytest.raises(OSError, match="stored nothing"):
+        skdask.transform(vec, _series(texts, 4)).compute()
+
+
+def test_fill_store_reports_the_store_failure(s3_store, tiny_model):
+    # In-process: what one fill task sends to the client.
+    from skbert.engines._common import fill_store
+
+    texts = random_corpus(10, 12, seed=13)
+    vec = BertVectorizer(tiny_model, memory=f"s3://{s3_store.bucket}-missing/cache").fit([""])
+    with pytest.warns(Warning):  # the worker's own FeatureCacheWarning
+        report = fill_store(vec, list(dict.fromkeys(texts)))
+    n = len(set(texts))
+    assert report["texts"] == report["misses"] == report["failed"] == n and report["hits"] == 0
+    assert f"{s3_store.bucket}-missing/cache" in report["error"]
+    good = BertVectorizer(tiny_model, memory=s3_store.url).fit([""])
+    report = fill_store(good, list(dict.fromkeys(texts)))
+    assert report["misses"] == n and report["failed"] == 0 and report["error"] == ""

@@ -161,12 +161,27 @@ def test_missing_text_names_partition_and_row(spark, tiny_model, tmp_path, memor
         with pytest.raises(PythonException, match=r"other columns: \{'id': 13\}"):
             skspark.transform(vec, df).collect()
     else:
-        # Every row is checked before the fill's shuffle: nothing was embedded.
-        with pytest.raises(PythonException, match=r"row 3 of partition 2 .*is missing"):
+        # Every row is checked before the fill's shuffle (nothing was embedded),
+        # and named by its other columns there too.
+        message = r"row 3 of partition 2 \(other columns: \{'id': 13\}\) is missing"
+        with pytest.raises(PythonException, match=message):
             skspark.fill(vec, df)
         assert not (tmp_path / "store").exists()
     # Tasks of the failed jobs still running must not count in the next test.
     spark[1].settle()
+
+
+def test_fill_into_a_missing_bucket_fails_with_the_cause(spark, s3_store, tiny_model):
+    # The executors reach the S3 server (storage options travel with the
+    # vectorizer) but the bucket does not exist: each Python worker warns in
+    # its own log only; the driver must not report success.
+    session, _ = spark
+    texts = random_corpus(20, 30, seed=10)
+    url = f"s3://{s3_store.bucket}-missing/cache"
+    vec = BertVectorizer(tiny_model, memory=url, cache_storage_options=s3_store.storage_options)
+    with pytest.raises(OSError, match=rf"(?s)stored nothing: .*{s3_store.bucket}-missing/cache.*"
+                       "Every executor must reach and write the store"):
+        skspark.fill(vec, _frame(session, texts, 2))
 
 
 def test_bad_columns_are_refused_on_the_driver(spark, tiny_model, tmp_path):
