@@ -11,9 +11,13 @@ module runs the same computation directly:
   activation modules on the *packed* real tokens only (``(n_tokens, hidden)``,
   no padding rows, their count rounded up to a multiple of 16 on the CPU),
   so the matrix multiplies - almost all of the time - do no wasted work;
-- attention on the padded ``(batch, heads, length, head_size)`` layout with
-  the padded keys masked: the formula of transformers' eager attention for
-  short batches, PyTorch's fused attention for long ones.
+- attention of the texts of each distinct length together, on the
+  ``(texts, heads, length, head_size)`` layout with no padding at all: the
+  formula of transformers' eager attention for short texts, PyTorch's fused
+  attention for long ones (variable-length attention on the packed rows on a
+  GPU in reduced precision). No text's attention sums over another text's
+  padding, so on the CPU a text's hidden states are bitwise the same whatever
+  texts share its batch (the matrix multiplies of packed rows are row by row).
 
 Calling the modules (rather than reading their weights) keeps backends that
 replace them working: dynamic int8 swaps ``nn.Linear`` for a quantised module.
@@ -286,9 +290,8 @@ class _Packing:
         if rows > self.n:
             index = torch.cat([index, index[:1].expand(rows - self.n)])
         self.gather_index = index
-        #: (batch, 1, 1, length) True at padded keys, or None without padding.
-        self.pad_keys = None if full else (mask == 0)[:, None, None, :]
         self._cu = None
+        self._groups = None
 
     def pack(self, x):
         """``(batch * length, d)`` -> packed ``(rows, d)``."""
@@ -301,15 +304,37 @@ class _Packing:
         full = x.new_zeros(self.batch * self.length, x.shape[1])
         return full.index_copy_(0, self.index, x[: self.n])
 
+    def lengths(self):
+        """Real tokens of each text, a CPU int64 tensor."""
+        if self._counts is None:
+            self._counts = self._mask.sum(dim=1).cpu().to(dtype=self.index.dtype)
+        return self._counts
+
+    def groups(self):
+        """``[(length, rows)]``: the texts of each distinct length and their
+        packed rows, ``rows`` a ``(texts * length,)`` index on the batch's
+        device, texts in batch order (computed once per batch)."""
+        import torch
+
+        if self._groups is None:
+            counts = self.lengths()
+            starts = torch.cumsum(counts, 0) - counts
+            self._groups = []
+            for length in torch.unique(counts).tolist():
+                if length == 0:
+                    continue
+                first = starts[counts == length]
+                rows = (first[:, None] + torch.arange(length)).reshape(-1)
+                self._groups.append((int(length), rows.to(self.device, non_blocking=True)))
+        return self._groups
+
     def sequences(self):
         """``(cu_seqlens, longest)``: int32 offsets of each text's packed rows
         (on the batch's device) and the longest text, for variable-length attention."""
         import torch
 
         if self._cu is None:
-            counts = self._counts
-            if counts is None:
-                counts = self._mask.sum(dim=1).cpu()
+            counts = self.lengths()
             cu = torch.zeros(self.batch + 1, dtype=torch.int32)
             cu[1:] = torch.cumsum(counts, 0)
             self._cu = (cu.to(self.device, non_blocking=True), int(counts.max()))
@@ -383,13 +408,15 @@ def _attention(q, k, v, *, packing, n_heads, scaling):
     """Multi-head attention of packed ``q, k, v`` (``(rows, hidden)``) rows.
 
     On a GPU in reduced precision, variable-length attention on the packed
-    rows (:func:`varlen_attention_for`); otherwise the rows are scattered
-    into the padded layout, attended with the padded keys masked, and
-    gathered back.
+    rows (:func:`varlen_attention_for`). Otherwise the texts of each distinct
+    length are attended together with no padding at all
+    (:func:`_dense_attention`): a text's attention then never sums over
+    another text's padding, so its vector does not depend on which texts
+    share its batch (bitwise on the CPU; see the caching guide).
     """
     import torch
 
-    batch, length, hidden = packing.batch, packing.length, q.shape[-1]
+    hidden = q.shape[-1]
     varlen = varlen_attention_for(q.device, q.dtype)
     if varlen is not None:
         rows, head = q.shape[0], hidden // n_heads
@@ -399,23 +426,46 @@ def _attention(q, k, v, *, packing, n_heads, scaling):
             v.view(rows, n_heads, head), cu_seqlens, longest, scaling,
         )
         return context.reshape(rows, hidden)
-    qkv = packing.unpack(torch.cat((q, k, v), dim=1))
+    qkv = torch.cat((q, k, v), dim=1)
+    groups = packing.groups()
+    if len(groups) == 1 and packing.n == packing.batch * groups[0][0]:
+        # One length, no padding: the packed rows are the batch itself.
+        length = groups[0][0]
+        context = _dense_attention(qkv[: packing.n], packing.batch, length, n_heads, scaling)
+        if qkv.shape[0] == packing.n:
+            return context
+        out = q.new_zeros(q.shape)
+        out[: packing.n] = context
+        return out
+    out = q.new_zeros(q.shape)
+    for length, rows in groups:
+        part = qkv.index_select(0, rows)
+        out.index_copy_(0, rows, _dense_attention(part, rows.numel() // length, length,
+                                                  n_heads, scaling))
+    return out
+
+
+def _dense_attention(qkv, batch, length, n_heads, scaling):
+    """Attention of ``batch`` texts of ``length`` tokens each, no padding.
+
+    ``qkv``: ``(batch * length, 3 * hidden)``; returns ``(batch * length, hidden)``.
+    """
+    import torch
+
+    hidden = qkv.shape[1] // 3
+    # Contiguous (batch, heads, length, head_size) copies: the matrix multiplies
+    # then see the same layout for one text as for many (a view of one text
+    # takes another kernel path, with other rounding).
     qkv = qkv.view(batch, length, 3, n_heads, hidden // n_heads).permute(2, 0, 3, 1, 4)
-    q, k, v = qkv[0], qkv[1], qkv[2]
+    q, k, v = (x.contiguous() for x in (qkv[0], qkv[1], qkv[2]))
     if length > MATMUL_ATTENTION_MAX_LENGTH:
-        keep = None if packing.pad_keys is None else ~packing.pad_keys
-        context = torch.nn.functional.scaled_dot_product_attention(
-            q, k, v, attn_mask=keep, scale=scaling
-        )
+        context = torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=scaling)
     else:
         scores = torch.matmul(q, k.transpose(-1, -2)) * scaling
-        if packing.pad_keys is not None:
-            scores = scores.masked_fill(packing.pad_keys, -math.inf)
         # The softmax in float32 whatever the compute dtype, as autocast runs it.
         probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(v.dtype)
         context = torch.matmul(probs, v)
-    context = context.transpose(1, 2).reshape(batch * length, hidden)
-    return packing.pack(context)
+    return context.transpose(1, 2).reshape(batch * length, hidden)
 
 
 def _is_plain(module):

@@ -323,10 +323,11 @@ _GRID_SCRIPT = """
     from skbert import BertVectorizer
     from skbert._testing import TINY_WORDS
 
-    model, memory, log = sys.argv[1:4]
+    model, memory, log, memory_serial = sys.argv[1:5]
     rng = np.random.RandomState(0)
     good = set("good great excellent wonderful best love like enjoy fun happy nice".split())
-    texts = [" ".join(rng.choice(TINY_WORDS, rng.randint(2, 9))) for _ in range(54)]
+    texts = [" ".join(rng.choice(TINY_WORDS, rng.randint(2, 9))) for _ in range(51)]
+    texts += [" ".join(rng.choice(TINY_WORDS, n)) for n in (40, 70, 90)]  # long ones
     texts += texts[:6]  # duplicates
     y = np.array([int(any(w in good for w in t.split())) for t in texts])
 
@@ -344,29 +345,40 @@ _GRID_SCRIPT = """
     def search(memory, n_jobs):
         pipe = Pipeline([("vec", BertVectorizer(model, memory=memory)),
                          ("clf", LogisticRegression(max_iter=500))])
-        return GridSearchCV(pipe, grid, cv=3, n_jobs=n_jobs).fit(texts, y)
+        return GridSearchCV(pipe, grid, cv=3, n_jobs=n_jobs,
+                            scoring="neg_log_loss").fit(texts, y)
 
     cold = search(memory, 2)
     n_cold = count()
     warm = search(memory, 2)
     n_warm = count() - n_cold
+    serial = search(memory_serial, 1)  # its own cold cache, one process
+    scores = [s.cv_results_["split0_test_score"] for s in (cold, warm, serial)]
+    features = [
+        BertVectorizer(model, memory=m, layers="all", pooling=p).fit_transform(texts)
+        for m in (memory, memory_serial) for p in ("mean", "max")
+    ]
     print(json.dumps({
+        "same_features": all(np.array_equal(a, b) for a, b in zip(features[:2], features[2:])),
         "cold": n_cold, "warm": n_warm, "unique": len(set(texts)),
-        "same_scores": bool(np.array_equal(cold.cv_results_["mean_test_score"],
-                                           warm.cv_results_["mean_test_score"])),
+        "same_scores": bool(np.array_equal(scores[0], scores[1])),
+        "same_as_serial": bool(np.array_equal(scores[0], scores[2])),
     }))
 """
 
 
 def test_gridsearch_n_jobs_2_runs_the_model_once_per_unique_text(tiny_model, tmp_path):
     log = tmp_path / "forward.log"
-    out = _run(_GRID_SCRIPT, tiny_model, tmp_path / "cache", log, env={"SKBERT_FORWARD_LOG": str(log)})
+    out = _run(_GRID_SCRIPT, tiny_model, tmp_path / "cache", log, tmp_path / "serial",
+               env={"SKBERT_FORWARD_LOG": str(log)})
     assert out.returncode == 0, out.stderr
     assert "FeatureCacheWarning" not in out.stderr and "locked" not in out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["cold"] == result["unique"]
     assert result["warm"] == 0
     assert result["same_scores"]
+    # Which process computes a text first (its batch partners) changes nothing (#19.4).
+    assert result["same_features"] and result["same_as_serial"]
     report = cache_verify(tmp_path / "cache")
     assert report["damaged"] == [] and report["ok"] == result["unique"]
 

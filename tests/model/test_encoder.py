@@ -344,3 +344,56 @@ def test_varlen_kernel_equals_its_reference_on_the_gpu(dtype):
     want = _encoder.reference_varlen_attention(q.float(), k.float(), v.float(), cu,
                                                max(lengths), 32**-0.5)
     torch.testing.assert_close(got.float(), want, rtol=2e-2, atol=2e-2)
+
+
+# ------------------------------------------------------------- batch invariance
+#: Texts of many lengths (1 to 100+ tokens): short ones whose attention used
+#: to be computed over another text's padding, and one past the fused-attention
+#: threshold.
+VARIED = [
+    "good",
+    "a charming , often affecting journey .",
+    "hide new secretions from the parental units",
+    "the movie was a complete and utter waste of two hours of my life , honestly",
+    "unflinchingly bleak and desperate",
+    "of saucy",
+    LONG,
+    "it 's a lovely film with lovely performances by buy and accorsi .",
+    "remains utterly satisfied to remain the same throughout",
+]
+
+
+@pytest.mark.parametrize("fixture", TINY)
+def test_hidden_states_do_not_depend_on_the_batch(fixture, request):
+    """A text's hidden states are bitwise the same alone and among others (#19.4)."""
+    loaded = _backend.load_model(ModelSpec(request.getfixturevalue(fixture)), "cpu")
+    inputs, real_index = _padded(loaded, VARIED)
+    mask = inputs["attention_mask"].bool()
+    with torch.inference_mode():
+        together = _encoder.lean_hidden_states(
+            loaded.model, loaded.lean, inputs, [1, 2], real_index=real_index
+        )
+        for i, text in enumerate(VARIED):
+            one, one_index = _padded(loaded, [text])
+            alone = _encoder.lean_hidden_states(
+                loaded.model, loaded.lean, one, [1, 2], real_index=one_index
+            )
+            for t, a in zip(together, alone):
+                assert torch.equal(t[i][mask[i]], a[0][one["attention_mask"][0].bool()]), text
+
+
+@pytest.mark.integration
+def test_vectors_do_not_depend_on_the_batch_real_model(minilm_path):
+    """The same text gets bitwise the same vector whatever texts share its batch.
+
+    On all-MiniLM-L6-v2 the padded attention gave differences up to 1e-6 (and
+    GridSearchCV(n_jobs=2) scores 1e-2 apart from n_jobs=1 on a cold cache).
+    """
+    kw = dict(model_name=minilm_path, layers=[1, 3, 6], pooling="mean", device="cpu")
+    texts = VARIED + [t + " , again and again" for t in VARIED[:-1]]
+    together = BertVectorizer(**kw).fit_transform(texts)
+    reversed_ = BertVectorizer(**kw).fit_transform(texts[::-1])[::-1]
+    small = BertVectorizer(batch_size=3, **kw).fit_transform(texts)
+    alone = np.vstack([BertVectorizer(**kw).fit_transform([t]) for t in texts])
+    for other in (reversed_, small, alone):
+        np.testing.assert_array_equal(together, other)
