@@ -11,6 +11,7 @@ import warnings
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -24,6 +25,71 @@ from ._validation import check_texts
 from .exceptions import DeviceFallbackWarning
 
 __all__ = ["BertClassifier", "DeviceFallbackWarning"]
+
+
+#: ``early_stopping="auto"`` holds out a validation split above this many texts.
+EARLY_STOPPING_AUTO_MIN = 10_000
+#: A training loss above this fraction of the class prior's entropy warns.
+LEARNED_NOTHING_RATIO = 0.9
+#: A class predicted for this much more of the training texts than it labels warns.
+ONE_CLASS_EXCESS = 0.25
+
+
+#: Parameters added after 0.1.0.dev0, with the values that reproduce how a
+#: classifier pickled before them was fitted.
+_PARAMS_ADDED = {"min_steps": 0, "head_init": "random", "class_weight": None}
+
+
+def learning_check(logits, codes, weights, classes):
+    """Whether a fitted classifier learned more than the class frequencies.
+
+    Parameters
+    ----------
+    logits : ndarray of shape (n_texts, n_classes)
+        The model's outputs on its training texts (evaluation mode).
+    codes : ndarray of int
+        The texts' class indices.
+    weights : ndarray of float
+        Their sample weights (class weights included).
+    classes : ndarray
+        Class labels, for the message.
+
+    Returns
+    -------
+    train_loss, prior_loss : float
+        Weighted cross-entropy of the model, and of predicting the weighted
+        class frequencies (their entropy).
+    problem : str or None
+        What went wrong, for a ConvergenceWarning: the loss stays above
+        :data:`LEARNED_NOTHING_RATIO` of the prior's, or a class takes
+        :data:`ONE_CLASS_EXCESS` more of the predictions than of the labels.
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    logits = logits - logits.max(axis=1, keepdims=True)
+    log_proba = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    w = np.asarray(weights, dtype=np.float64)
+    w = w / w.sum()
+    train_loss = float(-(w * log_proba[np.arange(len(codes)), codes]).sum())
+    prior = np.bincount(codes, weights=w, minlength=len(classes))
+    prior_loss = float(-(prior[prior > 0] * np.log(prior[prior > 0])).sum())
+    predicted = np.bincount(logits.argmax(axis=1), minlength=len(classes)) / len(codes)
+    labelled = np.bincount(codes, minlength=len(classes)) / len(codes)
+    problems = []
+    if train_loss > LEARNED_NOTHING_RATIO * prior_loss:
+        problems.append(
+            f"learned little beyond the class frequencies: its training loss is "
+            f"{train_loss:.3f}, against {prior_loss:.3f} for predicting the class "
+            "frequencies alone"
+        )
+    worst = int(np.argmax(predicted - labelled))
+    if predicted[worst] - labelled[worst] > ONE_CLASS_EXCESS:
+        label = classes[worst]
+        label = label.item() if isinstance(label, np.generic) else label
+        problems.append(
+            f"predicts class {label!r} for {predicted[worst]:.0%} of its "
+            f"training texts, which are {labelled[worst]:.0%} labelled so"
+        )
+    return train_loss, prior_loss, ("; it ".join(problems) or None)
 
 
 def _device_available(device):
@@ -95,7 +161,23 @@ class BertClassifier(ClassifierMixin, BaseEstimator):
         trains with ``learning_rate * layer_lr_decay ** (L - l)`` and the
         embeddings with ``learning_rate * layer_lr_decay ** L``.
     epochs : int, default=3
-        Passes over the training data.
+        Passes over the training data, at least: more are run when fewer
+        would make less than ``min_steps`` optimisation steps.
+    min_steps : int, default=200
+        Fewest optimisation steps a fit makes. Small training sets get more
+        epochs (100 texts in batches of 16: 29 epochs, 203 steps), because
+        what fine-tuning learns depends on the number of steps, not on the
+        number of texts. 0 runs exactly ``epochs`` epochs.
+    head_init : {"probe", "random"}, default="probe"
+        ``"probe"`` initialises the head as a logistic regression fitted on
+        the frozen encoder's features (its ``C`` chosen by cross-validated
+        log-loss among 0.1, 1, 10 and 100), then fine-tunes (LP-FT: a linear
+        probe, then fine-tuning). ``"random"`` draws the head's weights from
+        N(0, 0.02) with zero biases.
+    class_weight : dict, "balanced" or None, default=None
+        Weights of the classes in the loss, as in scikit-learn's linear
+        models: ``"balanced"`` weighs each class by ``n_samples / (n_classes
+        * count)``; multiplied with ``sample_weight``.
     batch_size : int, default=16
         Texts per optimisation step. Prediction batches up to 64 texts of
         similar length.
@@ -110,10 +192,12 @@ class BertClassifier(ClassifierMixin, BaseEstimator):
         linearly from 0; they then decay linearly to 0 at the last step.
     dropout : float, default=0.1
         Dropout on the features entering the linear head.
-    early_stopping : bool, default=False
+    early_stopping : "auto" or bool, default="auto"
         Hold out ``validation_fraction`` of the training data (stratified),
         score it after each epoch, stop when the accuracy has not improved
         for ``n_iter_no_change`` epochs and restore the best epoch's weights.
+        ``"auto"`` enables it for training sets of more than 10,000 texts
+        (as :class:`~sklearn.ensemble.HistGradientBoostingClassifier` does).
     validation_fraction : float, default=0.1
         Fraction held out for early stopping.
     n_iter_no_change : int, default=2
@@ -151,7 +235,18 @@ class BertClassifier(ClassifierMixin, BaseEstimator):
     n_iter_ : int
         Epochs run (fewer than ``epochs`` after early stopping).
     loss_curve_ : list of float
-        Mean training loss of each epoch.
+        Mean training loss of each epoch (dropout on, as trained).
+    n_steps_ : int
+        Optimisation steps made.
+    probe_C_ : float or None
+        The ``C`` of the linear-probe head initialisation
+        (``head_init="probe"``), else None.
+    train_loss_ : float
+        Weighted cross-entropy of the fitted model on its training texts,
+        in evaluation mode.
+    prior_loss_ : float
+        The same for a model that predicts the class frequencies (their
+        entropy): a ``train_loss_`` near it means nothing was learned.
     validation_scores_ : list of float or None
         Validation accuracy after each epoch (None without early stopping).
     best_validation_score_ : float or None
@@ -207,7 +302,10 @@ class BertClassifier(ClassifierMixin, BaseEstimator):
         "weight_decay": [Interval(numbers.Real, 0, None, closed="left")],
         "warmup_ratio": [Interval(numbers.Real, 0, 1, closed="both")],
         "dropout": [Interval(numbers.Real, 0, 1, closed="left")],
-        "early_stopping": ["boolean"],
+        "early_stopping": ["boolean", StrOptions({"auto"})],
+        "min_steps": [Interval(numbers.Integral, 0, None, closed="left")],
+        "head_init": [StrOptions({"probe", "random"})],
+        "class_weight": [dict, StrOptions({"balanced"}), None],
         "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither")],
         "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
         "device": [str],
@@ -233,13 +331,16 @@ class BertClassifier(ClassifierMixin, BaseEstimator):
         unfreeze_step=2,
         layer_lr_decay=1.0,
         epochs=3,
+        min_steps=200,
+        head_init="probe",
+        class_weight=None,
         batch_size=16,
         learning_rate=5e-5,
         head_learning_rate=1e-3,
         weight_decay=0.01,
         warmup_ratio=0.1,
         dropout=0.1,
-        early_stopping=False,
+        early_stopping="auto",
         validation_fraction=0.1,
         n_iter_no_change=2,
         device="auto",
@@ -261,6 +362,9 @@ class BertClassifier(ClassifierMixin, BaseEstimator):
         self.unfreeze_step = unfreeze_step
         self.layer_lr_decay = layer_lr_decay
         self.epochs = epochs
+        self.min_steps = min_steps
+        self.head_init = head_init
+        self.class_weight = class_weight
         self.batch_size = batch_size
         self.learning_rate = learning_rate
         self.head_learning_rate = head_learning_rate
@@ -429,7 +533,17 @@ class BertClassifier(ClassifierMixin, BaseEstimator):
         rng = check_random_state(self.random_state)
         seed = int(rng.randint(np.iinfo(np.int32).max))
         validation = None
-        if self.early_stopping:
+        if self.class_weight is not None:
+            from sklearn.utils.class_weight import compute_class_weight
+
+            per_class = compute_class_weight(
+                self.class_weight, classes=self.classes_, y=self.classes_[codes]
+            )
+            weights = weights * per_class[codes]
+        early_stopping = self.early_stopping
+        if early_stopping == "auto":
+            early_stopping = len(texts) > EARLY_STOPPING_AUTO_MIN
+        if early_stopping:
             try:
                 idx_train, idx_val = train_test_split(
                     np.arange(len(texts)),
@@ -473,9 +587,11 @@ class BertClassifier(ClassifierMixin, BaseEstimator):
             unfreeze=self.unfreeze,
             unfreeze_step=self.unfreeze_step,
             reachable=_finetune.reachable_units(self.layers_, self.pooling),
-            early_stopping=self.early_stopping,
+            early_stopping=early_stopping,
             n_iter_no_change=self.n_iter_no_change,
             verbose=self.verbose,
+            min_steps=self.min_steps,
+            head_init=self.head_init,
         )
         devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
         with torch.random.fork_rng(devices=devices):
@@ -491,10 +607,13 @@ class BertClassifier(ClassifierMixin, BaseEstimator):
         self._tuned = sorted(history.tuned)
         self._weights = None
         self.n_iter_ = len(history.loss)
+        self.n_steps_ = history.n_steps
+        self.probe_C_ = history.probe_C
         self.loss_curve_ = history.loss
         self.n_trainable_params_ = history.n_trainable
         self.trainable_layers_ = history.units
-        if self.early_stopping:
+        self._check_learned(texts, codes, weights)
+        if early_stopping:
             self.validation_scores_ = history.validation
             self.best_validation_score_ = max(history.validation)
         else:
@@ -508,6 +627,23 @@ class BertClassifier(ClassifierMixin, BaseEstimator):
         if self.layer_agg == "scalar_mix":
             self.gamma_ = float(head.gamma.detach().cpu())
         return self
+
+    def _check_learned(self, texts, codes, weights):
+        """``train_loss_``, ``prior_loss_``, and a ConvergenceWarning if little was learned."""
+        from ._finetune import predict_logits
+
+        logits = predict_logits(self._model, self._head, self._encoding(), texts)
+        self.train_loss_, self.prior_loss_, problem = learning_check(
+            logits, codes, weights, self.classes_
+        )
+        if problem is not None:
+            warnings.warn(
+                f"BertClassifier {problem} ({self.n_steps_} optimisation steps). Train "
+                "for more steps (min_steps, epochs), keep head_init='probe', or use "
+                "class_weight='balanced' if the classes are imbalanced.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
 
     def _features(self, X):
         """Combined pooled features before the head (eval mode), for tests."""
@@ -630,6 +766,10 @@ class BertClassifier(ClassifierMixin, BaseEstimator):
         return state
 
     def __setstate__(self, state):
+        # Parameters added after 0.1.0.dev0: a classifier pickled before them
+        # was fitted as these values fit (exactly `epochs`, a random head).
+        for name, value in _PARAMS_ADDED.items():
+            state.setdefault(name, value)
         super().__setstate__(state)
         self._model = None
         self._head = None

@@ -325,6 +325,9 @@ class TrainConfig:
     early_stopping: bool
     n_iter_no_change: int
     verbose: int
+    min_steps: int = 0
+    head_init: str = "random"
+    class_weight: object = None
 
 
 @dataclass
@@ -337,6 +340,8 @@ class History:
     units: list = field(default_factory=list)
     tuned: set = field(default_factory=set)  # encoder parameter names ever trained
     best_epoch: int | None = None
+    n_steps: int = 0  # optimiser steps run
+    probe_C: float | None = None  # regularisation of the linear-probe head initialisation
 
 
 def _units_at(cfg, groups, epoch):
@@ -394,6 +399,66 @@ def _accuracy(model, head, enc, texts, codes):
     return float(np.mean(pred == codes))
 
 
+#: Regularisation strengths tried for the linear-probe head (LP-FT); the one
+#: with the best cross-validated log-loss initialises the head.
+PROBE_CS = (0.1, 1.0, 10.0, 100.0)
+
+
+def probe_C(features, codes, weights, rng):
+    """The ``C`` of :data:`PROBE_CS` with the best cross-validated log-loss.
+
+    Falls back to ``C=1`` when a class has fewer than 2 texts (no stratified
+    split possible).
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    n_splits = min(5, int(np.bincount(codes).min()))
+    if n_splits < 2:
+        return 1.0
+    cv = StratifiedKFold(n_splits, shuffle=True, random_state=rng.randint(2**31 - 1))
+    scores = [
+        cross_val_score(
+            LogisticRegression(C=C, max_iter=2000), features, codes, cv=cv,
+            scoring="neg_log_loss", params={"sample_weight": weights},
+        ).mean()
+        for C in PROBE_CS
+    ]
+    return float(PROBE_CS[int(np.argmax(scores))])
+
+
+def init_head_from_probe(head, pooled, codes, weights, rng):
+    """Set ``head``'s linear layer to a logistic regression on frozen features.
+
+    The first stage of LP-FT (Kumar et al., 2022, "Fine-Tuning can Distort
+    Pretrained Features and Underperform Out-of-Distribution"): a converged
+    linear probe on the frozen encoder's features, so that fine-tuning starts
+    from a head that already separates the classes instead of one that moves
+    its bias toward the majority class first. Returns the ``C`` used.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    with torch.no_grad():
+        head.eval()
+        features = head.combine(pooled).double().cpu().numpy()
+    C = probe_C(features, codes, weights, rng)
+    probe = LogisticRegression(C=C, max_iter=2000).fit(features, codes, sample_weight=weights)
+    coef, intercept = probe.coef_, probe.intercept_
+    if coef.shape[0] == 1:  # binary: one logit difference -> two logits
+        coef = np.vstack([-coef / 2, coef / 2])
+        intercept = np.array([-intercept[0] / 2, intercept[0] / 2])
+    with torch.no_grad():
+        head.linear.weight.copy_(torch.as_tensor(coef, dtype=head.linear.weight.dtype))
+        head.linear.bias.copy_(torch.as_tensor(intercept, dtype=head.linear.bias.dtype))
+    return C
+
+
+def n_epochs(cfg, n):
+    """Epochs to run: ``cfg.epochs``, more if that makes fewer than ``cfg.min_steps`` steps."""
+    n_batches = math.ceil(n / cfg.batch_size)
+    return max(cfg.epochs, math.ceil(cfg.min_steps / n_batches))
+
+
 def train(model, head, groups, enc, cfg, texts, codes, weights, rng, *, validation=None):
     """Fine-tune ``model`` and ``head`` in place on ``texts``.
 
@@ -422,7 +487,8 @@ def train(model, head, groups, enc, cfg, texts, codes, weights, rng, *, validati
     """
     n = len(texts)
     n_batches = math.ceil(n / cfg.batch_size)
-    total = cfg.epochs * n_batches
+    epochs = n_epochs(cfg, n)
+    total = epochs * n_batches
     optimizer = _optimizer(cfg, groups, head)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, _lr_lambda(int(round(cfg.warmup_ratio * total)), total)
@@ -441,7 +507,10 @@ def train(model, head, groups, enc, cfg, texts, codes, weights, rng, *, validati
         for name, _ in groups.params[unit]
     ]
     named = dict(model.named_parameters())
-    for epoch in range(cfg.epochs):
+    if cfg.head_init == "probe":
+        frozen_features = pooled_features(model, enc, texts)
+        history.probe_C = init_head_from_probe(head, frozen_features, codes, weights, rng)
+    for epoch in range(epochs):
         units = _units_at(cfg, groups, epoch)
         _set_trainable(model, groups, units)
         head.train()
@@ -459,7 +528,7 @@ def train(model, head, groups, enc, cfg, texts, codes, weights, rng, *, validati
         if cfg.verbose:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=n, unit="text", desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            bar = tqdm(total=n, unit="text", desc=f"epoch {epoch + 1}/{epochs}",
                        leave=True)
         total_loss = 0.0
         try:
@@ -478,6 +547,7 @@ def train(model, head, groups, enc, cfg, texts, codes, weights, rng, *, validati
                 nn.utils.clip_grad_norm_(trainable, MAX_GRAD_NORM)
                 optimizer.step()
                 scheduler.step()
+                history.n_steps += 1
                 total_loss += float(losses.detach().sum())
                 if bar is not None:
                     bar.update(len(batch))
@@ -493,7 +563,7 @@ def train(model, head, groups, enc, cfg, texts, codes, weights, rng, *, validati
                 bar.close()
         logger.info(
             "epoch %d/%d: loss %.4f, %d trainable parameters%s",
-            epoch + 1, cfg.epochs, history.loss[-1], history.n_trainable[-1],
+            epoch + 1, epochs, history.loss[-1], history.n_trainable[-1],
             f", validation accuracy {history.validation[-1]:.4f}" if validation else "",
         )
         if validation is not None and cfg.early_stopping:

@@ -32,6 +32,7 @@ BERT_BASE_POOLER = 590_592
 
 def _fit(tiny_model, **params):
     params.setdefault("epochs", 2)
+    params.setdefault("min_steps", 0)  # exactly `epochs` epochs: fast tests
     params.setdefault("random_state", 0)
     return BertClassifier(tiny_model, **params).fit(TEXTS, LABELS)
 
@@ -66,7 +67,7 @@ def test_binary_string_labels(tiny_model):
 
 def test_multiclass_integer_labels(tiny_model):
     y = np.arange(len(TEXTS)) % 3
-    clf = BertClassifier(tiny_model, epochs=1, random_state=0).fit(TEXTS, y)
+    clf = BertClassifier(tiny_model, epochs=1, random_state=0, min_steps=0).fit(TEXTS, y)
     np.testing.assert_array_equal(clf.classes_, [0, 1, 2])
     assert clf.decision_function(TEXTS).shape == (len(TEXTS), 3)
     proba = clf.predict_proba(TEXTS)
@@ -218,7 +219,7 @@ def test_classifier_parameter_counts_on_bert_base(bert_base_random):
     head = 768 * 2 + 2
     clf = BertClassifier(
         bert_base_random, freeze_layers=8, unfreeze="gradual", unfreeze_step=2, epochs=4,
-        max_length=8, random_state=0,
+        min_steps=0, max_length=8, random_state=0,
     ).fit(["good movie", "bad film"], ["pos", "neg"])
     trained = BERT_BASE_TRAINABLE_8 - BERT_BASE_POOLER  # the pooler is never trained
     assert clf.n_trainable_params_ == [head, head + 14_175_744, head + trained, head + trained]
@@ -308,12 +309,12 @@ def test_fit_is_reproducible_and_leaves_global_rng_alone(tiny_model):
 
 def test_sample_weight(tiny_model):
     a = _fit(tiny_model)
-    b = BertClassifier(tiny_model, epochs=2, random_state=0).fit(
+    b = BertClassifier(tiny_model, epochs=2, random_state=0, min_steps=0).fit(
         TEXTS, LABELS, sample_weight=np.full(len(TEXTS), 3.0)
     )
     np.testing.assert_allclose(a.loss_curve_, b.loss_curve_, rtol=1e-6)
     w = np.where(LABELS == "pos", 5.0, 1.0)
-    c = BertClassifier(tiny_model, epochs=2, random_state=0).fit(TEXTS, LABELS, sample_weight=w)
+    c = BertClassifier(tiny_model, epochs=2, random_state=0, min_steps=0).fit(TEXTS, LABELS, sample_weight=w)
     assert c.predict_proba(TEXTS)[:, 1].mean() > a.predict_proba(TEXTS)[:, 1].mean()
 
 
@@ -372,7 +373,7 @@ def test_unpickle_without_its_gpu_falls_back_to_cpu(tiny_model):
 
 
 def test_clone_and_grid_search_over_freeze_layers(tiny_model):
-    clf = BertClassifier(tiny_model, epochs=1, random_state=0)
+    clf = BertClassifier(tiny_model, epochs=1, random_state=0, min_steps=0)
     fitted = clone(clf).fit(TEXTS, LABELS)
     fresh = clone(fitted)
     assert not hasattr(fresh, "classes_")
@@ -402,8 +403,108 @@ def test_unpickling_over_a_changed_base_model_fails_loudly(tmp_path):
     from skbert._testing import make_tiny_model
 
     folder = str(make_tiny_model(tmp_path / "model"))
-    data = pickle.dumps(BertClassifier(folder, epochs=1, random_state=0).fit(TEXTS, LABELS))
+    data = pickle.dumps(BertClassifier(folder, epochs=1, random_state=0, min_steps=0).fit(TEXTS, LABELS))
     make_tiny_model(folder, seed=1)  # same path, other weights
     loaded = pickle.loads(data)
     with pytest.raises(ValueError, match="differs from the one this BertClassifier"):
         loaded.predict(TEXTS)
+
+
+# ------------------------------------------------- small data (#20): defaults that learn
+def test_probe_head_is_a_logistic_regression_on_the_frozen_features(tiny_model):
+    """With nothing trained after it, the LP-FT head is sklearn's probe, C chosen by CV."""
+    from sklearn.linear_model import LogisticRegression
+
+    clf = _fit(tiny_model, epochs=1, learning_rate=0.0, head_learning_rate=0.0, dropout=0.0,
+               head_init="probe")
+    assert clf.probe_C_ in (0.1, 1.0, 10.0, 100.0)
+    features = clf._features(TEXTS).astype(np.float64)
+    probe = LogisticRegression(C=clf.probe_C_, max_iter=2000).fit(features, LABELS)
+    np.testing.assert_allclose(clf.predict_proba(TEXTS), probe.predict_proba(features),
+                               rtol=0, atol=1e-4)
+    assert _fit(tiny_model, head_init="random").probe_C_ is None
+
+
+def test_probe_head_multiclass(tiny_model):
+    from sklearn.linear_model import LogisticRegression
+
+    y = np.arange(len(TEXTS)) % 3
+    clf = BertClassifier(tiny_model, epochs=1, min_steps=0, learning_rate=0.0,
+                         head_learning_rate=0.0, dropout=0.0, random_state=0).fit(TEXTS, y)
+    features = clf._features(TEXTS).astype(np.float64)
+    probe = LogisticRegression(C=clf.probe_C_, max_iter=2000).fit(features, y)
+    np.testing.assert_allclose(clf.predict_proba(TEXTS), probe.predict_proba(features),
+                               rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("min_steps, epochs, n_iter", [(0, 2, 2), (7, 2, 4), (3, 2, 2), (8, 1, 4)])
+def test_min_steps_adds_epochs(tiny_model, min_steps, epochs, n_iter):
+    clf = _fit(tiny_model, min_steps=min_steps, epochs=epochs)  # 24 texts: 2 steps an epoch
+    assert clf.n_iter_ == n_iter == len(clf.loss_curve_)
+    assert clf.n_steps_ == 2 * n_iter
+
+
+def test_class_weight_balanced_is_sklearns_weighting(tiny_model):
+    from sklearn.utils.class_weight import compute_sample_weight
+
+    y = np.where(np.arange(len(TEXTS)) % 4 == 0, "rare", "common")
+    a = BertClassifier(tiny_model, epochs=2, min_steps=0, random_state=0,
+                       class_weight="balanced").fit(TEXTS, y)
+    b = BertClassifier(tiny_model, epochs=2, min_steps=0, random_state=0).fit(
+        TEXTS, y, sample_weight=compute_sample_weight("balanced", y)
+    )
+    np.testing.assert_allclose(a.loss_curve_, b.loss_curve_, rtol=1e-6)
+    c = BertClassifier(tiny_model, epochs=2, min_steps=0, random_state=0,
+                       class_weight={"rare": 3.0, "common": 1.0}).fit(TEXTS, y)
+    d = BertClassifier(tiny_model, epochs=2, min_steps=0, random_state=0).fit(TEXTS, y)
+    assert c.predict_proba(TEXTS)[:, 1].mean() > d.predict_proba(TEXTS)[:, 1].mean()
+
+
+def test_warns_when_it_learned_nothing(tiny_model):
+    from sklearn.exceptions import ConvergenceWarning
+
+    with pytest.warns(ConvergenceWarning, match="learned little beyond the class frequencies"):
+        clf = _fit(tiny_model, head_init="random", learning_rate=0.0, head_learning_rate=0.0)
+    assert clf.train_loss_ > 0.9 * clf.prior_loss_
+    np.testing.assert_allclose(clf.prior_loss_, np.log(2), rtol=1e-6)  # balanced labels
+
+
+def test_learning_check_flags_one_class_taking_the_predictions():
+    from skbert._classifier import learning_check
+
+    classes = np.array(["neg", "pos"])
+    codes = np.array([0] * 45 + [1] * 55)
+    # Confident and right on most texts (a loss far below the prior's), but
+    # 'pos' for 89 % of the texts where 55 % are labelled so: the issue's case.
+    logits = np.zeros((100, 2))
+    logits[np.arange(100), codes] = 6.0
+    logits[:34] = [0.0, 0.5]
+    loss, prior, problem = learning_check(logits, codes, np.ones(100), classes)
+    np.testing.assert_allclose(prior, -(0.45 * np.log(0.45) + 0.55 * np.log(0.55)))
+    assert loss < 0.9 * prior
+    assert problem == "predicts class 'pos' for 89% of its training texts, which are 55% labelled so"
+    # The predictions follow the labels: nothing to say.
+    logits[:34] = [0.5, 0.0]
+    assert learning_check(logits, codes, np.ones(100), classes)[2] is None
+    # Both at once: one message naming both.
+    both = np.tile([0.0, 0.1], (100, 1))
+    problem = learning_check(both, codes, np.ones(100), classes)[2]
+    assert problem.startswith("learned little") and "predicts class 'pos' for 100%" in problem
+
+
+def test_no_warning_when_it_learned(tiny_model, recwarn):
+    from sklearn.exceptions import ConvergenceWarning
+
+    clf = _fit(tiny_model, epochs=20, learning_rate=1e-3)
+    assert not [w for w in recwarn if issubclass(w.category, ConvergenceWarning)]
+    assert clf.train_loss_ < 0.5 * clf.prior_loss_
+    assert clf.score(TEXTS, LABELS) == 1.0
+
+
+def test_early_stopping_auto_holds_out_only_large_training_sets(tiny_model, monkeypatch):
+    import skbert._classifier as module
+
+    assert _fit(tiny_model).validation_scores_ is None  # "auto", 24 texts
+    monkeypatch.setattr(module, "EARLY_STOPPING_AUTO_MIN", 10)
+    clf = _fit(tiny_model, validation_fraction=0.25)
+    assert len(clf.validation_scores_) == clf.n_iter_
