@@ -53,6 +53,44 @@ def _tokenizer(path):
     return AutoTokenizer.from_pretrained(path)
 
 
+#: Sentences the Unigram tokenizer is trained on (the test texts' words, and more).
+_CORPUS = [
+    "the movie was good and the film was bad",
+    "A bad film with a dull plot, really.",
+    "what a wonderful story about a cat and a dog in the city",
+    "they love the music very much and so do we",
+    "The token in a text is a piece of a word",
+    "a story, a song, a city: all of them good",
+    "we watched the movie in the city with a friend",
+    "the plot of this film is dull, but the music is wonderful",
+]
+
+
+def _unigram_tokenizer(path):
+    """An XLM-R tokenizer with a genuine Unigram (SentencePiece-style) model,
+    trained offline on a tiny corpus and saved to ``path``.
+
+    The special tokens sit where XLM-R has them: ``<s>``=0, ``<pad>``=1,
+    ``</s>``=2, ``<unk>``=3, ``<mask>`` last; the pieces carry the trainer's
+    log-probabilities, words are split on whitespace and prefixed with "▁".
+    """
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import XLMRobertaTokenizerFast
+
+    unigram = Tokenizer(models.Unigram())
+    unigram.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581",
+                                                     prepend_scheme="always")
+    trainer = trainers.UnigramTrainer(vocab_size=160, unk_token="<unk>",
+                                      special_tokens=["<s>", "<pad>", "</s>", "<unk>"])
+    unigram.train_from_iterator(_CORPUS * 4, trainer)
+    vocab = [tuple(piece) for piece in json.loads(unigram.to_str())["model"]["vocab"]]
+    tok = XLMRobertaTokenizerFast(vocab=vocab + [("<mask>", 0.0)])
+    assert type(tok.backend_tokenizer.model).__name__ == "Unigram"
+    assert [tok.bos_token_id, tok.pad_token_id, tok.eos_token_id, tok.unk_token_id] == [0, 1, 2, 3]
+    tok.save_pretrained(path)
+    return tok
+
+
 def _save(model, path):
     model.eval()
     model.save_pretrained(path, safe_serialization=True)
@@ -67,6 +105,15 @@ def _build(family, path, seed):
     path = Path(path)
     if family in ("bert", "distilbert"):
         return make_tiny_model(path, family, seed=seed)
+    if family == "xlm_roberta":
+        tok = _unigram_tokenizer(path)
+        torch.manual_seed(seed)
+        # RoBERTa-style positions: padding_idx + 1 of them are reserved.
+        model = tf.XLMRobertaModel(tf.XLMRobertaConfig(
+            vocab_size=len(tok), pad_token_id=1, bos_token_id=0, eos_token_id=2,
+            type_vocab_size=1, hidden_size=DIM, num_hidden_layers=2, num_attention_heads=4,
+            intermediate_size=37, max_position_embeddings=130))
+        return _save(model, path)
     tok = _tokenizer(path)
     ids = tok.convert_tokens_to_ids
     common = dict(vocab_size=len(tok), pad_token_id=ids("[PAD]"))
@@ -96,6 +143,16 @@ def _build(family, path, seed):
         model = tf.LlamaModel(tf.LlamaConfig(
             num_key_value_heads=2, bos_token_id=None, eos_token_id=ids("[SEP]"),
             tie_word_embeddings=False, **common, **layers))
+    elif family == "mistral":
+        # A sliding window shorter than the longer texts, and left padding (as
+        # e5-mistral-style embedders pad, so that the last position is real).
+        config_file = path / "tokenizer_config.json"
+        tok_config = json.loads(config_file.read_text(encoding="utf-8"))
+        config_file.write_text(json.dumps({**tok_config, "padding_side": "left"}),
+                               encoding="utf-8")
+        model = tf.MistralModel(tf.MistralConfig(
+            num_key_value_heads=2, sliding_window=6, bos_token_id=None,
+            eos_token_id=ids("[SEP]"), tie_word_embeddings=False, **common, **layers))
     else:
         raise ValueError(family)
     return _save(model, path)
@@ -214,6 +271,11 @@ FAMILIES = {
     "t5": dict(modes=("mean",), dense=((24, IDENTITY),), normalize=True),  # sentence-t5, GTR
     "modernbert": dict(modes=("mean_sqrt_len_tokens", "cls"), dense=((20, GELU),)),
     "llama": dict(modes=("lasttoken",), normalize=True, prompts={"query": "query: "}),
+    # paraphrase-multilingual-style: a Unigram tokenizer, mean, a short limit (truncates).
+    "xlm_roberta": dict(modes=("mean",), normalize=False, max_seq_length=24),
+    # e5-mistral-style: last token, Normalize, an instruction prompt.
+    "mistral": dict(modes=("lasttoken",), normalize=True,
+                    prompts={"query": "Instruct: find the film\nQuery: "}),
 }
 
 
@@ -261,6 +323,10 @@ def test_family_equals_sentence_transformers(folders, family, layout):
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
     assert vec.dense_layers_ == len(FAMILIES[family].get("dense", ()))
+    if family == "mistral":  # the left padding survived sentence-transformers' save()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            assert st.SentenceTransformer(folder, device="cpu").tokenizer.padding_side == "left"
     if "prompts" in FAMILIES[family]:
         want = _st_encode(folder, TEXTS, prompt_name="query")
         _, got = _skbert(folder, TEXTS, prompt_name="query")
