@@ -51,6 +51,7 @@ from ._model.st_config import (
     apply_dense,
     auto_max_length,
     check_supported,
+    default_pooling,
     load_dense_layers,
     prompt_token_count,
     read_st_config,
@@ -130,8 +131,10 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         ``lasttoken``, ``weightedmean`` and ``mean_sqrt_len_tokens``).
         "auto" follows the model's own sentence-transformers Pooling module
         when it has one (several modes are concatenated in
-        sentence-transformers' order, e.g. ``pooling_="max+mean"``), and is
-        "mean" otherwise; the choice is ``pooling_``. A model's
+        sentence-transformers' order, e.g. ``pooling_="max+mean"``); without
+        one, what sentence-transformers builds: "last_token" for a
+        ``...ForCausalLM`` checkpoint without ``modules.json``, "mean"
+        otherwise. The choice is ``pooling_``. A model's
         sentence-transformers ``Dense`` layers apply after whichever pooling
         and layers are chosen (see ``dense_layers_``). Padding never enters any pooling, whichever side the
         tokenizer pads. See the embedding models guide.
@@ -718,8 +721,12 @@ class BertVectorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
 
     def _resolve_embedding_config(self, st_config):
         """Pooling, Dense layers, normalisation and prompt: given, or the model's own ("auto")."""
-        own_pooling = st_config.pooling if st_config is not None else None
-        self.pooling_ = (own_pooling or "mean") if self.pooling == "auto" else self.pooling
+        if self.pooling == "auto":
+            # Without modules.json, the pooling sentence-transformers builds.
+            own = st_config.pooling if st_config is not None else default_pooling(self._spec())
+            self.pooling_ = own or "mean"
+        else:
+            self.pooling_ = self.pooling
         self._resolve_dense(st_config)
         if self.normalize == "auto":
             self.normalize_ = bool(st_config is not None and st_config.normalize)

@@ -54,6 +54,8 @@ __all__ = [
     "DenseLayer",
     "read_st_config",
     "check_supported",
+    "plain_model_problems",
+    "default_pooling",
     "load_dense_layers",
     "apply_dense",
     "auto_max_length",
@@ -267,7 +269,10 @@ def parse_st_config(read):
     -------
     config : SentenceTransformersConfig or None
         None when the model has no ``modules.json`` (sentence-transformers
-        then builds a plain mean pooling, which is skbert's default too).
+        then builds a mean pooling, or a last-token one for a causal language
+        model: see :func:`default_pooling`; and renders texts through the
+        tokenizer's chat template if it has one: see
+        :func:`plain_model_problems`).
     """
     modules = read("modules.json")
     if not isinstance(modules, list):
@@ -402,6 +407,44 @@ def read_st_config(spec):
     return config
 
 
+def plain_model_problems(spec):
+    """What sentence-transformers does to a model without ``modules.json`` that
+    skbert does not reproduce.
+
+    Without ``modules.json`` sentence-transformers builds a Transformer module
+    whose modalities it infers from the tokenizer: one with a chat template
+    gets the ``"message"`` modality, and every text (a prompt as a system
+    message) is then rendered through the chat template before tokenising.
+    """
+    tokenizer = _backend.load_tokenizer(spec)
+    if getattr(tokenizer, "chat_template", None):
+        problem = (
+            "Transformer: the model has no modules.json and its tokenizer has a chat "
+            "template, so sentence-transformers renders every text through the chat "
+            "template (and a prompt as a system message); skbert does not render "
+            "chat templates. Encode with sentence-transformers, or give the model a "
+            "modules.json whose Transformer reads plain texts (sentence-transformers "
+            "then does not use the template either) if it was trained on plain texts."
+        )
+        return (problem,)
+    return ()
+
+
+def default_pooling(spec):
+    """The pooling sentence-transformers gives a model without ``modules.json``.
+
+    ``"last_token"`` for a causal language model (its first architecture a
+    ``...ForCausalLM`` whose config does not set ``is_causal=False``), as
+    sentence-transformers builds it; ``"mean"`` otherwise.
+    """
+    config = _backend.load_config(spec)
+    architectures = getattr(config, "architectures", None) or ()
+    if (architectures and str(architectures[0]).endswith("ForCausalLM")
+            and getattr(config, "is_causal", True)):
+        return "last_token"
+    return "mean"
+
+
 def check_supported(spec, config, on_unsupported="raise"):
     """Raise (or warn) when ``config`` holds what skbert does not reproduce.
 
@@ -413,9 +456,10 @@ def check_supported(spec, config, on_unsupported="raise"):
         "warn" turns the ValueError into a :class:`ModelConfigWarning`; the
         features then follow the supported modules only.
     """
-    if config is None or not config.unsupported:
+    problems = config.unsupported if config is not None else plain_model_problems(spec)
+    if not problems:
         return
-    what = " ".join(config.unsupported)
+    what = " ".join(problems)
     if on_unsupported == "warn":
         warnings.warn(
             f"Model {spec.name!r} has sentence-transformers modules or options that "

@@ -446,16 +446,20 @@ def test_max_length_auto_is_sentence_transformers_rule(tmp_path):
 
 
 # ------------------------------------------------------------- refusals
+def _with_chat_template(folder):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(folder)
+    tok.chat_template = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}"
+                         "{% endfor %}")
+    tok.save_pretrained(folder)
+    return folder
+
+
 def test_chat_template_is_refused(tmp_path):
     """A decoder saved by sentence-transformers 6 with a chat template: every text
     is rendered through the template there, so skbert refuses it."""
-    from transformers import AutoTokenizer
-
-    base = _build("llama", tmp_path / "chat", seed=9)
-    tok = AutoTokenizer.from_pretrained(base)
-    tok.chat_template = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}"
-                         "{% endfor %}")
-    tok.save_pretrained(base)
+    base = _with_chat_template(_build("llama", tmp_path / "chat", seed=9))
     folder = save_with_st(base, tmp_path / "saved", modes=("lasttoken",))
     config = json.loads((Path(folder) / "sentence_bert_config.json").read_text())
     assert "message" in config["modality_config"]
@@ -466,6 +470,55 @@ def test_chat_template_is_refused(tmp_path):
 
     with pytest.warns(ModelConfigWarning, match="chat template"):
         BertVectorizer(folder, device="cpu", on_unsupported="warn").fit(TEXTS)
+
+
+def test_plain_folder_with_chat_template_is_refused(tmp_path):
+    """No modules.json: sentence-transformers infers the Transformer's modalities
+    from the tokenizer, and one with a chat template gets the "message" modality,
+    so every text is rendered through the template. skbert refuses it."""
+    from skbert.exceptions import ModelConfigWarning
+
+    folder = _with_chat_template(_build("llama", tmp_path / "plain", seed=9))
+    assert not (Path(folder) / "modules.json").exists()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = st.SentenceTransformer(str(folder), device="cpu")
+    assert "message" in model[0].modality_config
+    rendered = model[0].preprocess(["the movie"])["input_ids"][0].tolist()
+    plain = model.tokenizer(["the movie"])["input_ids"][0]
+    assert rendered != plain  # the text went through the template
+    with pytest.raises(ValueError, match=r"no modules.json and its tokenizer has a chat "
+                                         r"template.*on_unsupported='warn'"):
+        BertVectorizer(folder, device="cpu").fit(TEXTS)
+    with pytest.warns(ModelConfigWarning, match="chat template"):
+        BertVectorizer(folder, device="cpu", on_unsupported="warn").fit(TEXTS)
+    # With a modules.json (the older layout: no modality_config), sentence-transformers
+    # reads plain texts whatever the tokenizer holds, and so does skbert.
+    write_legacy_st(folder, modes=("lasttoken",), normalize=True)
+    _, got = _skbert(str(folder), TEXTS)
+    np.testing.assert_allclose(got, _st_encode(str(folder), TEXTS), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_plain_folder_equals_sentence_transformers(tmp_path, causal):
+    """No modules.json and no chat template: sentence-transformers builds mean
+    pooling, or last-token pooling for a ``...ForCausalLM`` checkpoint."""
+    import torch
+    import transformers as tf
+
+    tok = _tokenizer(tmp_path / "plain")
+    torch.manual_seed(11)
+    config = tf.LlamaConfig(
+        vocab_size=len(tok), pad_token_id=tok.pad_token_id, num_key_value_heads=2,
+        bos_token_id=None, eos_token_id=tok.sep_token_id, tie_word_embeddings=False,
+        hidden_size=DIM, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+        max_position_embeddings=128)
+    model = tf.LlamaForCausalLM(config) if causal else tf.LlamaModel(config)
+    folder = str(_save(model, tmp_path / "plain"))
+    want = _st_encode(folder, TEXTS)
+    vec, got = _skbert(folder, TEXTS)
+    assert vec.pooling_ == ("last_token" if causal else "mean")
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("module, match", [
