@@ -61,7 +61,7 @@ def main(out):
     outputs["selector"] = selector.transform(TEXTS)
     (out / "selector.pkl").write_bytes(pickle.dumps(selector))
 
-    clf = BertClassifier(model, epochs=1, batch_size=4, random_state=0).fit(TEXTS, LABELS)
+    clf = BertClassifier(model, epochs=1, min_steps=0, batch_size=4, random_state=0).fit(TEXTS, LABELS)
     outputs["classifier"] = clf.predict_proba(TEXTS)
     (out / "classifier.pkl").write_bytes(pickle.dumps(clf))
 

@@ -322,7 +322,7 @@ def _no_cuda():
 def test_unavailable_device_is_a_clear_error(tiny_model, texts):
     from skbert import BertClassifier
 
-    for est in (BertVectorizer(tiny_model, device="cuda"), BertClassifier(tiny_model, device="cuda", epochs=1)):
+    for est in (BertVectorizer(tiny_model, device="cuda"), BertClassifier(tiny_model, device="cuda", epochs=1, min_steps=0)):
         with pytest.raises(ValueError, match=r"device='cuda' is not available.*device='cpu'") as err:
             est.fit(texts, [0, 1] * 4)
         assert "torch.cuda.is_available() is False" in str(err.value) or "torch.version.cuda is None" in str(
