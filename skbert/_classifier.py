@@ -274,12 +274,21 @@ class BertClassifier(ClassifierMixin, BaseEstimator):
     Examples
     --------
     >>> from skbert import BertClassifier
-    >>> clf = BertClassifier(tiny_model, freeze_layers=1, epochs=2, random_state=0)
+    >>> clf = BertClassifier(tiny_model, freeze_layers=1, epochs=2, min_steps=0,
+    ...                      random_state=0)
     >>> clf.fit(["good movie", "bad movie", "great film", "awful film"],
     ...         ["pos", "neg", "pos", "neg"]).classes_
     array(['neg', 'pos'], dtype='<U3')
     >>> clf.n_trainable_params_
     [6855, 6855]
+
+    By default a fit makes at least ``min_steps=200`` optimisation steps (here
+    200 epochs of one batch):
+
+    >>> clf.set_params(min_steps=200).fit(
+    ...     ["good movie", "bad movie", "great film", "awful film"],
+    ...     ["pos", "neg", "pos", "neg"]).n_steps_
+    200
     """
 
     _parameter_constraints = {
