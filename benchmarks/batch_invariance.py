@@ -27,9 +27,7 @@ Example (about four minutes on two cores)::
 import argparse
 import math
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -39,6 +37,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from _machine import cpu_name  # noqa: E402
 from throughput import load_corpora  # noqa: E402
 
 DEFAULT_DATA = HERE.parent.parent / "shared" / "data"
@@ -67,17 +66,6 @@ def padded_attention(q, k, v, *, packing, n_heads, scaling):
         context = torch.matmul(probs, v)
     context = context.transpose(1, 2).reshape(batch * length, hidden)
     return packing.pack(context)
-
-
-def cpu_name():
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main(argv=None):

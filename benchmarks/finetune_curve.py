@@ -38,12 +38,16 @@ defaults' row; ``recipe`` at 2,000 texts adds 20)::
 
 import argparse
 import os
-import platform
-import subprocess
+import sys
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _machine import cpu_name  # noqa: E402
 
 METHODS = {
     "probe": "frozen + LogisticRegression (grid-searched C)",
@@ -86,17 +90,6 @@ def make_estimator(method, args):
     if method == "full":
         return BertClassifier(freeze_layers=0, **common)
     raise ValueError(method)
-
-
-def cpu_name():
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return platform.processor() or platform.machine()
 
 
 def rst_table(rows, sizes, methods):
