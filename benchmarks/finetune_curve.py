@@ -26,8 +26,9 @@ size (the ratio that matters: never below it), and the issue's targets for
 the defaults (n=100 >= 0.74, n=500 >= 0.82, n=2,000 >= 0.84; fit at 2,000
 under 3 minutes on 2 cores) with whether they are met.
 
-Run from the repository root (about 40 minutes on two cores for the
-defaults' row; ``recipe`` at 2,000 texts adds 20)::
+Run from the repository root (``probe``, ``previous`` and ``defaults``: about
+12 minutes on two cores; ``recipe`` adds about half an hour, 1,250 steps at
+2,000 texts)::
 
     python benchmarks/finetune_curve.py --data-home ../shared/data \\
         --sizes 100 500 2000 --methods probe previous defaults recipe \\
@@ -56,7 +57,7 @@ METHODS = {
     "recipe": "freeze_layers=0, epochs=10 (earlier recipe)",
     "head": "frozen, head by GD",
     "partial": "partial (freeze 4 of 6)",
-    "full": "full fine-tuning, 3 epochs",
+    "full": "full fine-tuning (freeze_layers=0)",
 }
 PREVIOUS = dict(min_steps=0, head_init="random")
 #: Issue #20's targets for the defaults: dev accuracy at each size.

@@ -29,67 +29,11 @@ __all__ = ["BertClassifier", "DeviceFallbackWarning"]
 
 #: ``early_stopping="auto"`` holds out a validation split above this many texts.
 EARLY_STOPPING_AUTO_MIN = 10_000
-#: A training loss above this fraction of the class prior's entropy warns.
-LEARNED_NOTHING_RATIO = 0.9
-#: A class predicted for this much more of the training texts than it labels warns.
-ONE_CLASS_EXCESS = 0.25
 
 
 #: Parameters added after 0.1.0.dev0, with the values that reproduce how a
 #: classifier pickled before them was fitted.
 _PARAMS_ADDED = {"min_steps": 0, "head_init": "random", "class_weight": None}
-
-
-def learning_check(logits, codes, weights, classes):
-    """Whether a fitted classifier learned more than the class frequencies.
-
-    Parameters
-    ----------
-    logits : ndarray of shape (n_texts, n_classes)
-        The model's outputs on its training texts (evaluation mode).
-    codes : ndarray of int
-        The texts' class indices.
-    weights : ndarray of float
-        Their sample weights (class weights included).
-    classes : ndarray
-        Class labels, for the message.
-
-    Returns
-    -------
-    train_loss, prior_loss : float
-        Weighted cross-entropy of the model, and of predicting the weighted
-        class frequencies (their entropy).
-    problem : str or None
-        What went wrong, for a ConvergenceWarning: the loss stays above
-        :data:`LEARNED_NOTHING_RATIO` of the prior's, or a class takes
-        :data:`ONE_CLASS_EXCESS` more of the predictions than of the labels.
-    """
-    logits = np.asarray(logits, dtype=np.float64)
-    logits = logits - logits.max(axis=1, keepdims=True)
-    log_proba = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-    w = np.asarray(weights, dtype=np.float64)
-    w = w / w.sum()
-    train_loss = float(-(w * log_proba[np.arange(len(codes)), codes]).sum())
-    prior = np.bincount(codes, weights=w, minlength=len(classes))
-    prior_loss = float(-(prior[prior > 0] * np.log(prior[prior > 0])).sum())
-    predicted = np.bincount(logits.argmax(axis=1), minlength=len(classes)) / len(codes)
-    labelled = np.bincount(codes, minlength=len(classes)) / len(codes)
-    problems = []
-    if train_loss > LEARNED_NOTHING_RATIO * prior_loss:
-        problems.append(
-            f"learned little beyond the class frequencies: its training loss is "
-            f"{train_loss:.3f}, against {prior_loss:.3f} for predicting the class "
-            "frequencies alone"
-        )
-    worst = int(np.argmax(predicted - labelled))
-    if predicted[worst] - labelled[worst] > ONE_CLASS_EXCESS:
-        label = classes[worst]
-        label = label.item() if isinstance(label, np.generic) else label
-        problems.append(
-            f"predicts class {label!r} for {predicted[worst]:.0%} of its "
-            f"training texts, which are {labelled[worst]:.0%} labelled so"
-        )
-    return train_loss, prior_loss, ("; it ".join(problems) or None)
 
 
 def _device_available(device):
@@ -639,7 +583,7 @@ class BertClassifier(ClassifierMixin, BaseEstimator):
 
     def _check_learned(self, texts, codes, weights):
         """``train_loss_``, ``prior_loss_``, and a ConvergenceWarning if little was learned."""
-        from ._finetune import predict_logits
+        from ._finetune import learning_check, predict_logits
 
         logits = predict_logits(self._model, self._head, self._encoding(), texts)
         self.train_loss_, self.prior_loss_, problem = learning_check(

@@ -470,7 +470,7 @@ def test_warns_when_it_learned_nothing(tiny_model):
 
 
 def test_learning_check_flags_one_class_taking_the_predictions():
-    from skbert._classifier import learning_check
+    from skbert._finetune import learning_check
 
     classes = np.array(["neg", "pos"])
     codes = np.array([0] * 45 + [1] * 55)

@@ -32,7 +32,6 @@ Everything else - other architectures, attention maps for attention pooling -
 goes through transformers' forward (see :meth:`skbert._model.backend.LoadedModel.hidden_states`).
 """
 
-import math
 from typing import NamedTuple
 
 __all__ = [
