@@ -33,7 +33,13 @@ EARLY_STOPPING_AUTO_MIN = 10_000
 
 #: Parameters added after 0.1.0.dev0, with the values that reproduce how a
 #: classifier pickled before them was fitted.
-_PARAMS_ADDED = {"min_steps": 0, "head_init": "random", "class_weight": None}
+_PARAMS_ADDED = {
+    "min_steps": 0,
+    "head_init": "random",
+    "class_weight": None,
+    "contrastive_steps": 0,
+    "contrastive_learning_rate": 2e-5,
+}
 
 
 def _device_available(device):
@@ -118,6 +124,16 @@ class BertClassifier(ClassifierMixin, BaseEstimator):
         log-loss among 0.1, 1, 10 and 100), then fine-tunes (LP-FT: a linear
         probe, then fine-tuning). ``"random"`` draws the head's weights from
         N(0, 0.02) with zero biases.
+    contrastive_steps : int, default=0
+        Optimisation steps of SetFit-style contrastive tuning (Tunstall et
+        al., 2022) before the head is fitted: batches of ``batch_size`` text
+        pairs, one of each text's class and one of another class, train the
+        encoder so that the cosine similarity of their features is 1 and 0
+        (mean squared error). It helps when there are few labelled texts.
+        0 skips it.
+    contrastive_learning_rate : float, default=2e-5
+        Peak learning rate of the contrastive stage (AdamW, the same warmup
+        and linear decay).
     class_weight : dict, "balanced" or None, default=None
         Weights of the classes in the loss, as in scikit-learn's linear
         models: ``"balanced"`` weighs each class by ``n_samples / (n_classes
@@ -180,8 +196,11 @@ class BertClassifier(ClassifierMixin, BaseEstimator):
         Epochs run (fewer than ``epochs`` after early stopping).
     loss_curve_ : list of float
         Mean training loss of each epoch (dropout on, as trained).
+    contrastive_loss_curve_ : list of float
+        Weighted pair loss of each contrastive step (empty without
+        ``contrastive_steps``).
     n_steps_ : int
-        Optimisation steps made.
+        Optimisation steps made, contrastive ones included.
     probe_C_ : float or None
         The ``C`` of the linear-probe head initialisation
         (``head_init="probe"``), else None.
@@ -258,6 +277,8 @@ class BertClassifier(ClassifierMixin, BaseEstimator):
         "early_stopping": ["boolean", StrOptions({"auto"})],
         "min_steps": [Interval(numbers.Integral, 0, None, closed="left")],
         "head_init": [StrOptions({"probe", "random"})],
+        "contrastive_steps": [Interval(numbers.Integral, 0, None, closed="left")],
+        "contrastive_learning_rate": [Interval(numbers.Real, 0, None, closed="left")],
         "class_weight": [dict, StrOptions({"balanced"}), None],
         "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither")],
         "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
@@ -286,6 +307,8 @@ class BertClassifier(ClassifierMixin, BaseEstimator):
         epochs=3,
         min_steps=200,
         head_init="probe",
+        contrastive_steps=0,
+        contrastive_learning_rate=2e-5,
         class_weight=None,
         batch_size=16,
         learning_rate=5e-5,
@@ -317,6 +340,8 @@ class BertClassifier(ClassifierMixin, BaseEstimator):
         self.epochs = epochs
         self.min_steps = min_steps
         self.head_init = head_init
+        self.contrastive_steps = contrastive_steps
+        self.contrastive_learning_rate = contrastive_learning_rate
         self.class_weight = class_weight
         self.batch_size = batch_size
         self.learning_rate = learning_rate
@@ -545,6 +570,8 @@ class BertClassifier(ClassifierMixin, BaseEstimator):
             verbose=self.verbose,
             min_steps=self.min_steps,
             head_init=self.head_init,
+            contrastive_steps=self.contrastive_steps,
+            contrastive_learning_rate=self.contrastive_learning_rate,
         )
         devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
         with torch.random.fork_rng(devices=devices):
@@ -563,6 +590,7 @@ class BertClassifier(ClassifierMixin, BaseEstimator):
         self.n_steps_ = history.n_steps
         self.probe_C_ = history.probe_C
         self.loss_curve_ = history.loss
+        self.contrastive_loss_curve_ = history.contrastive_loss
         self.n_trainable_params_ = history.n_trainable
         self.trainable_layers_ = history.units
         self._check_learned(texts, codes, weights)

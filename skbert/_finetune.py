@@ -327,6 +327,8 @@ class TrainConfig:
     verbose: int
     min_steps: int = 0
     head_init: str = "random"
+    contrastive_steps: int = 0
+    contrastive_learning_rate: float = 2e-5
 
 
 @dataclass
@@ -341,6 +343,7 @@ class History:
     best_epoch: int | None = None
     n_steps: int = 0  # optimiser steps run
     probe_C: float | None = None  # regularisation of the linear-probe head initialisation
+    contrastive_loss: list = field(default_factory=list)  # pair loss per contrastive step
 
 
 def _units_at(cfg, groups, epoch):
@@ -510,6 +513,121 @@ def learning_check(logits, codes, weights, classes):
     return train_loss, prior_loss, ("; it ".join(problems) or None)
 
 
+def contrastive_pairs(codes, n_pairs, rng):
+    """``n_pairs`` text pairs and their targets (1 same class, 0 not), shuffled.
+
+    As SetFit (Tunstall et al., 2022) draws them: passes over the texts, each
+    text paired with one random text of its class and one of another class,
+    until ``n_pairs`` are drawn.
+    """
+    codes = np.asarray(codes)
+    n = len(codes)
+    members = {c: np.flatnonzero(codes == c) for c in np.unique(codes)}
+    others = {c: np.flatnonzero(codes != c) for c in members}
+    pairs = []
+    while len(pairs) < n_pairs:
+        for i in rng.permutation(n):
+            same = members[codes[i]]
+            same = same[same != i] if len(same) > 1 else same
+            pairs.append((i, same[rng.randint(len(same))], 1.0))
+            other = others[codes[i]]
+            pairs.append((i, other[rng.randint(len(other))], 0.0))
+    pairs = pairs[:n_pairs]
+    order = rng.permutation(len(pairs))
+    return [pairs[k] for k in order]
+
+
+def contrastive(model, head, groups, enc, cfg, texts, codes, weights, rng, history):
+    """SetFit-style contrastive tuning of the encoder before the head is fitted.
+
+    Trains the encoder's trainable units so that the cosine similarity of
+    two texts' features (the head's combined input) is 1 for texts of one
+    class and 0 otherwise (mean squared error, each pair weighted by the
+    product of its texts' sample weights), for ``cfg.contrastive_steps``
+    steps of ``cfg.batch_size`` pairs, with AdamW at
+    ``cfg.contrastive_learning_rate``, warmup and linear decay.
+    """
+    units = [u for u in final_units(groups.n_layers, cfg.freeze_layers) if u <= cfg.reachable]
+    if not units or cfg.contrastive_steps <= 0:
+        return
+    _set_trainable(model, groups, units)
+    head.eval()
+    trainable = [p for u in units for _, p in groups.params[u]]
+    history.tuned.update(name for u in units for name, _ in groups.params[u])
+    decay = [p for p in trainable if p.ndim >= 2]
+    no_decay = [p for p in trainable if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay},
+         {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.contrastive_learning_rate,
+    )
+    total = int(cfg.contrastive_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _lr_lambda(int(round(cfg.warmup_ratio * total)), total)
+    )
+    pairs = contrastive_pairs(codes, total * cfg.batch_size, rng)
+    bar = None
+    if cfg.verbose:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, unit="step", desc="contrastive pairs", leave=True)
+    running = 0.0
+    try:
+        for step in range(total):
+            batch = pairs[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+            left = [texts[i] for i, _, _ in batch]
+            right = [texts[j] for _, j, _ in batch]
+            features = head.combine(encode(model, enc, left + right))
+            a, b = features[: len(batch)], features[len(batch):]
+            target = torch.as_tensor([t for _, _, t in batch], device=a.device)
+            pair_w = torch.as_tensor(
+                [weights[i] * weights[j] for i, j, _ in batch], dtype=a.dtype, device=a.device
+            )
+            losses = (nn.functional.cosine_similarity(a, b) - target) ** 2
+            loss = (losses * pair_w).sum() / len(batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(trainable, MAX_GRAD_NORM)
+            optimizer.step()
+            scheduler.step()
+            history.n_steps += 1
+            history.contrastive_loss.append(float(loss.detach()))
+            running += history.contrastive_loss[-1]
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{running / (step + 1):.4f}")
+    finally:
+        if bar is not None:
+            bar.close()
+    logger.info("contrastive tuning: %d steps, mean pair loss %.4f", total, running / total)
+    for param in model.parameters():
+        param.requires_grad_(False)
+    model.eval()
+
+
+#: Texts in one length-sorted group of training batches, in batches.
+LENGTH_GROUP_BATCHES = 8
+
+
+def length_grouped_batches(lengths, batch_size, rng):
+    """One epoch's batches (index arrays) of texts of similar token counts.
+
+    A random permutation is cut into groups of ``LENGTH_GROUP_BATCHES``
+    batches; each group is sorted by length and cut into batches, and the
+    batches are shuffled. Each batch stays a random draw from its group while
+    padding (and so the encoder's work) is about halved on short texts.
+    """
+    lengths = np.asarray(lengths)
+    order = rng.permutation(len(lengths))
+    size = LENGTH_GROUP_BATCHES * batch_size
+    batches = []
+    for start in range(0, len(order), size):
+        group = order[start:start + size]
+        group = group[np.argsort(-lengths[group], kind="stable")]
+        batches.extend(group[i:i + batch_size] for i in range(0, len(group), batch_size))
+    return [batches[k] for k in rng.permutation(len(batches))]
+
+
 def n_epochs(cfg, n):
     """Epochs to run: ``cfg.epochs``, more if that makes fewer than ``cfg.min_steps`` steps."""
     n_batches = math.ceil(n / cfg.batch_size)
@@ -564,6 +682,8 @@ def train(model, head, groups, enc, cfg, texts, codes, weights, rng, *, validati
         for name, _ in groups.params[unit]
     ]
     named = dict(model.named_parameters())
+    lengths = token_lengths(enc.tokenizer, texts, max_length=enc.max_length)
+    contrastive(model, head, groups, enc, cfg, texts, codes, weights, rng, history)
     if cfg.head_init == "probe":
         frozen_features = pooled_features(model, enc, texts)
         history.probe_C = init_head_from_probe(head, frozen_features, codes, weights, rng)
@@ -580,7 +700,7 @@ def train(model, head, groups, enc, cfg, texts, codes, weights, rng, *, validati
             # Nothing in the encoder trains: its (eval-mode) features are
             # fixed, so compute them once instead of once per epoch.
             frozen_features = pooled_features(model, enc, texts)
-        order = rng.permutation(n)
+        batches = length_grouped_batches(lengths, cfg.batch_size, rng)
         bar = None
         if cfg.verbose:
             from tqdm.auto import tqdm
@@ -589,8 +709,8 @@ def train(model, head, groups, enc, cfg, texts, codes, weights, rng, *, validati
                        leave=True)
         total_loss = 0.0
         try:
-            for start in range(0, n, cfg.batch_size):
-                batch = order[start:start + cfg.batch_size]
+            seen = 0
+            for batch in batches:
                 if units:
                     pooled = encode(model, enc, [texts[i] for i in batch])
                 else:
@@ -606,9 +726,10 @@ def train(model, head, groups, enc, cfg, texts, codes, weights, rng, *, validati
                 scheduler.step()
                 history.n_steps += 1
                 total_loss += float(losses.detach().sum())
+                seen += len(batch)
                 if bar is not None:
                     bar.update(len(batch))
-                    bar.set_postfix(loss=f"{total_loss / min(start + len(batch), n):.4f}")
+                    bar.set_postfix(loss=f"{total_loss / seen:.4f}")
             history.loss.append(total_loss / n)
             if validation is not None:
                 score = _accuracy(model, head, enc, *validation)

@@ -508,3 +508,78 @@ def test_early_stopping_auto_holds_out_only_large_training_sets(tiny_model, monk
     monkeypatch.setattr(module, "EARLY_STOPPING_AUTO_MIN", 10)
     clf = _fit(tiny_model, validation_fraction=0.25)
     assert len(clf.validation_scores_) == clf.n_iter_
+
+
+def test_contrastive_pairs_pair_each_text_with_its_class_and_another():
+    from skbert._finetune import contrastive_pairs
+
+    codes = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2, 1])
+    n = len(codes)
+    pairs = contrastive_pairs(codes, 3 * 2 * n, np.random.RandomState(0))
+    assert len(pairs) == 6 * n
+    for i, j, target in pairs:
+        assert target == float(codes[i] == codes[j])
+        assert i != j
+    # Each pass pairs every text once with its class and once outside it.
+    lefts = np.array([i for i, _, t in pairs if t == 1.0])
+    np.testing.assert_array_equal(np.bincount(lefts, minlength=n), np.full(n, 3))
+    lefts = np.array([i for i, _, t in pairs if t == 0.0])
+    np.testing.assert_array_equal(np.bincount(lefts, minlength=n), np.full(n, 3))
+    # Shuffled: not every same-class pair first.
+    assert {t for _, _, t in pairs[:n]} == {0.0, 1.0}
+    # A class of one text pairs with itself for its positive pair.
+    assert all(j == 0 for i, j, t in contrastive_pairs(np.array([0, 1, 1]), 12,
+                                                        np.random.RandomState(0))
+               if i == 0 and t == 1.0)
+
+
+def _class_cosines(features, labels):
+    unit = features / np.linalg.norm(features, axis=1, keepdims=True)
+    sim = unit @ unit.T
+    same = labels[:, None] == labels[None, :]
+    off = ~np.eye(len(labels), dtype=bool)
+    return sim[same & off].mean(), sim[~same].mean()
+
+
+def test_contrastive_stage_pulls_each_class_together(tiny_model):
+    """SetFit-style tuning: same-class features closer, other-class ones apart."""
+    params = dict(epochs=1, learning_rate=0.0, head_learning_rate=0.0, dropout=0.0)
+    plain = _fit(tiny_model, **params)
+    tuned = _fit(tiny_model, contrastive_steps=30, contrastive_learning_rate=1e-3, **params)
+    assert plain.contrastive_loss_curve_ == []
+    curve = tuned.contrastive_loss_curve_
+    assert len(curve) == 30 and tuned.n_steps_ == plain.n_steps_ + 30
+    assert np.mean(curve[-5:]) < 0.5 * np.mean(curve[:5])
+    same0, other0 = _class_cosines(plain._features(TEXTS), LABELS)
+    same1, other1 = _class_cosines(tuned._features(TEXTS), LABELS)
+    assert same1 - other1 > same0 - other0 + 0.2
+    assert tuned.score(TEXTS, LABELS) >= plain.score(TEXTS, LABELS)
+
+
+def test_contrastive_stage_leaves_frozen_layers_alone(tiny_model, tmp_path):
+    base = _weights(tiny_model)
+    clf = _fit(tiny_model, freeze_layers=1, contrastive_steps=5, learning_rate=0.0,
+               contrastive_learning_rate=1e-3)
+    tuned = _weights(clf.save_pretrained(tmp_path / "tuned"))
+    assert not any(_changed(base, tuned, "embeddings.").values())
+    assert not any(_changed(base, tuned, "encoder.layer.0.").values())
+    # Only the contrastive stage moved the encoder (its learning_rate is 0).
+    assert all(_changed(base, tuned, "encoder.layer.1.").values())
+
+
+def test_length_grouped_batches_cover_each_text_once_with_less_padding():
+    from skbert._finetune import LENGTH_GROUP_BATCHES, length_grouped_batches
+
+    rng = np.random.RandomState(0)
+    lengths = rng.randint(3, 60, size=1000)
+    batches = length_grouped_batches(lengths, 16, np.random.RandomState(1))
+    np.testing.assert_array_equal(np.sort(np.concatenate(batches)), np.arange(1000))
+    assert sum(len(b) < 16 for b in batches) <= -(-1000 // (16 * LENGTH_GROUP_BATCHES))
+    padded = sum(lengths[b].max() * len(b) for b in batches)
+    order = np.random.RandomState(1).permutation(1000)
+    random_padded = sum(lengths[order[s:s + 16]].max() * len(order[s:s + 16])
+                        for s in range(0, 1000, 16))
+    assert padded < 0.7 * random_padded
+    # Each epoch draws other batches.
+    again = length_grouped_batches(lengths, 16, np.random.RandomState(2))
+    assert {tuple(sorted(b)) for b in batches} != {tuple(sorted(b)) for b in again}

@@ -73,6 +73,7 @@ def test_selector_and_classifier_pickles(release, tiny_model, private_cache):
     # Parameters added since take the values it was fitted with.
     params = clf.get_params()
     assert (params["min_steps"], params["head_init"], params["class_weight"]) == (0, "random", None)
+    assert params["contrastive_steps"] == 0
     clf.set_params(model_name=tiny_model)
     np.testing.assert_allclose(
         clf.predict_proba(TEXTS), _outputs(release)["classifier"], rtol=0, atol=1e-5
