@@ -5,6 +5,7 @@ freezing schedule, head, training loop) lives in :mod:`._finetune`, which is
 imported only when a classifier is fitted or used.
 """
 
+import math
 import numbers
 import os
 import warnings
@@ -29,6 +30,20 @@ __all__ = ["BertClassifier", "DeviceFallbackWarning"]
 
 #: ``early_stopping="auto"`` holds out a validation split above this many texts.
 EARLY_STOPPING_AUTO_MIN = 10_000
+
+#: ``contrastive_steps="auto"`` tunes contrastively up to this many texts,
+#: with SetFit's default of 20 pair rounds (two pairs per text and round).
+CONTRASTIVE_AUTO_MAX = 200
+CONTRASTIVE_AUTO_ROUNDS = 20
+
+
+def contrastive_steps_for(contrastive_steps, n_texts, batch_size):
+    """Steps of the contrastive stage that ``contrastive_steps`` asks for."""
+    if contrastive_steps != "auto":
+        return int(contrastive_steps)
+    if n_texts > CONTRASTIVE_AUTO_MAX:
+        return 0
+    return math.ceil(2 * CONTRASTIVE_AUTO_ROUNDS * n_texts / batch_size)
 
 
 #: Parameters added after 0.1.0.dev0, with the values that reproduce how a
@@ -110,7 +125,7 @@ class BertClassifier(ClassifierMixin, BaseEstimator):
         Layer-wise learning-rate decay: transformer layer ``l`` of ``L``
         trains with ``learning_rate * layer_lr_decay ** (L - l)`` and the
         embeddings with ``learning_rate * layer_lr_decay ** L``.
-    epochs : int, default=3
+    epochs : int, default=4
         Passes over the training data, at least: more are run when fewer
         would make less than ``min_steps`` optimisation steps.
     min_steps : int, default=200
@@ -124,13 +139,16 @@ class BertClassifier(ClassifierMixin, BaseEstimator):
         log-loss among 0.1, 1, 10 and 100), then fine-tunes (LP-FT: a linear
         probe, then fine-tuning). ``"random"`` draws the head's weights from
         N(0, 0.02) with zero biases.
-    contrastive_steps : int, default=0
+    contrastive_steps : int or "auto", default="auto"
         Optimisation steps of SetFit-style contrastive tuning (Tunstall et
         al., 2022) before the head is fitted: batches of ``batch_size`` text
         pairs, one of each text's class and one of another class, train the
         encoder so that the cosine similarity of their features is 1 and 0
         (mean squared error). It helps when there are few labelled texts.
-        0 skips it.
+        ``"auto"`` runs SetFit's default of 20 pair rounds (``ceil(40 *
+        n_samples / batch_size)`` steps: 250 for 100 texts) on training sets
+        of at most 200 texts and none on larger ones; resolved into
+        ``contrastive_steps_``. 0 skips it.
     contrastive_learning_rate : float, default=2e-5
         Peak learning rate of the contrastive stage (AdamW, the same warmup
         and linear decay).
@@ -141,7 +159,7 @@ class BertClassifier(ClassifierMixin, BaseEstimator):
     batch_size : int, default=16
         Texts per optimisation step. Prediction batches up to 64 texts of
         similar length.
-    learning_rate : float, default=5e-5
+    learning_rate : float, default=1e-4
         Peak learning rate of the encoder (AdamW).
     head_learning_rate : float, default=1e-3
         Peak learning rate of the head (and of a scalar mix).
@@ -196,6 +214,8 @@ class BertClassifier(ClassifierMixin, BaseEstimator):
         Epochs run (fewer than ``epochs`` after early stopping).
     loss_curve_ : list of float
         Mean training loss of each epoch (dropout on, as trained).
+    contrastive_steps_ : int
+        Contrastive steps run.
     contrastive_loss_curve_ : list of float
         Weighted pair loss of each contrastive step (empty without
         ``contrastive_steps``).
@@ -246,12 +266,16 @@ class BertClassifier(ClassifierMixin, BaseEstimator):
     [6855, 6855]
 
     By default a fit makes at least ``min_steps=200`` optimisation steps (here
-    200 epochs of one batch):
+    200 epochs of one batch), and on so few texts first tunes the encoder
+    contrastively on pairs of them (``contrastive_steps="auto"``: 20 rounds
+    of 2 pairs per text, batches of 16 pairs):
 
     >>> clf.set_params(min_steps=200).fit(
     ...     ["good movie", "bad movie", "great film", "awful film"],
     ...     ["pos", "neg", "pos", "neg"]).n_steps_
-    200
+    210
+    >>> clf.contrastive_steps_
+    10
     """
 
     _parameter_constraints = {
@@ -277,7 +301,9 @@ class BertClassifier(ClassifierMixin, BaseEstimator):
         "early_stopping": ["boolean", StrOptions({"auto"})],
         "min_steps": [Interval(numbers.Integral, 0, None, closed="left")],
         "head_init": [StrOptions({"probe", "random"})],
-        "contrastive_steps": [Interval(numbers.Integral, 0, None, closed="left")],
+        "contrastive_steps": [
+            Interval(numbers.Integral, 0, None, closed="left"), StrOptions({"auto"})
+        ],
         "contrastive_learning_rate": [Interval(numbers.Real, 0, None, closed="left")],
         "class_weight": [dict, StrOptions({"balanced"}), None],
         "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither")],
@@ -304,14 +330,14 @@ class BertClassifier(ClassifierMixin, BaseEstimator):
         unfreeze=None,
         unfreeze_step=2,
         layer_lr_decay=1.0,
-        epochs=3,
+        epochs=4,
         min_steps=200,
         head_init="probe",
-        contrastive_steps=0,
+        contrastive_steps="auto",
         contrastive_learning_rate=2e-5,
         class_weight=None,
         batch_size=16,
-        learning_rate=5e-5,
+        learning_rate=1e-4,
         head_learning_rate=1e-3,
         weight_decay=0.01,
         warmup_ratio=0.1,
@@ -540,6 +566,9 @@ class BertClassifier(ClassifierMixin, BaseEstimator):
             texts = [texts[i] for i in idx_train]
             codes, weights = codes[idx_train], weights[idx_train]
         weights = weights / weights.mean()
+        self.contrastive_steps_ = contrastive_steps_for(
+            self.contrastive_steps, len(texts), self.batch_size
+        )
 
         model = _backend.load_trainable_model(
             self._spec(), eager_attention=self.pooling == "attention"
@@ -570,7 +599,7 @@ class BertClassifier(ClassifierMixin, BaseEstimator):
             verbose=self.verbose,
             min_steps=self.min_steps,
             head_init=self.head_init,
-            contrastive_steps=self.contrastive_steps,
+            contrastive_steps=self.contrastive_steps_,
             contrastive_learning_rate=self.contrastive_learning_rate,
         )
         devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []

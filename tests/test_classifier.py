@@ -33,6 +33,7 @@ BERT_BASE_POOLER = 590_592
 def _fit(tiny_model, **params):
     params.setdefault("epochs", 2)
     params.setdefault("min_steps", 0)  # exactly `epochs` epochs: fast tests
+    params.setdefault("contrastive_steps", 0)
     params.setdefault("random_state", 0)
     return BertClassifier(tiny_model, **params).fit(TEXTS, LABELS)
 
@@ -67,7 +68,7 @@ def test_binary_string_labels(tiny_model):
 
 def test_multiclass_integer_labels(tiny_model):
     y = np.arange(len(TEXTS)) % 3
-    clf = BertClassifier(tiny_model, epochs=1, random_state=0, min_steps=0).fit(TEXTS, y)
+    clf = BertClassifier(tiny_model, epochs=1, random_state=0, min_steps=0, contrastive_steps=0).fit(TEXTS, y)
     np.testing.assert_array_equal(clf.classes_, [0, 1, 2])
     assert clf.decision_function(TEXTS).shape == (len(TEXTS), 3)
     proba = clf.predict_proba(TEXTS)
@@ -309,12 +310,12 @@ def test_fit_is_reproducible_and_leaves_global_rng_alone(tiny_model):
 
 def test_sample_weight(tiny_model):
     a = _fit(tiny_model)
-    b = BertClassifier(tiny_model, epochs=2, random_state=0, min_steps=0).fit(
+    b = BertClassifier(tiny_model, epochs=2, random_state=0, min_steps=0, contrastive_steps=0).fit(
         TEXTS, LABELS, sample_weight=np.full(len(TEXTS), 3.0)
     )
     np.testing.assert_allclose(a.loss_curve_, b.loss_curve_, rtol=1e-6)
     w = np.where(LABELS == "pos", 5.0, 1.0)
-    c = BertClassifier(tiny_model, epochs=2, random_state=0, min_steps=0).fit(TEXTS, LABELS, sample_weight=w)
+    c = BertClassifier(tiny_model, epochs=2, random_state=0, min_steps=0, contrastive_steps=0).fit(TEXTS, LABELS, sample_weight=w)
     assert c.predict_proba(TEXTS)[:, 1].mean() > a.predict_proba(TEXTS)[:, 1].mean()
 
 
@@ -373,7 +374,7 @@ def test_unpickle_without_its_gpu_falls_back_to_cpu(tiny_model):
 
 
 def test_clone_and_grid_search_over_freeze_layers(tiny_model):
-    clf = BertClassifier(tiny_model, epochs=1, random_state=0, min_steps=0)
+    clf = BertClassifier(tiny_model, epochs=1, random_state=0, min_steps=0, contrastive_steps=0)
     fitted = clone(clf).fit(TEXTS, LABELS)
     fresh = clone(fitted)
     assert not hasattr(fresh, "classes_")
@@ -403,7 +404,7 @@ def test_unpickling_over_a_changed_base_model_fails_loudly(tmp_path):
     from skbert._testing import make_tiny_model
 
     folder = str(make_tiny_model(tmp_path / "model"))
-    data = pickle.dumps(BertClassifier(folder, epochs=1, random_state=0, min_steps=0).fit(TEXTS, LABELS))
+    data = pickle.dumps(BertClassifier(folder, epochs=1, random_state=0, min_steps=0, contrastive_steps=0).fit(TEXTS, LABELS))
     make_tiny_model(folder, seed=1)  # same path, other weights
     loaded = pickle.loads(data)
     with pytest.raises(ValueError, match="differs from the one this BertClassifier"):
@@ -429,7 +430,7 @@ def test_probe_head_multiclass(tiny_model):
     from sklearn.linear_model import LogisticRegression
 
     y = np.arange(len(TEXTS)) % 3
-    clf = BertClassifier(tiny_model, epochs=1, min_steps=0, learning_rate=0.0,
+    clf = BertClassifier(tiny_model, epochs=1, min_steps=0, contrastive_steps=0, learning_rate=0.0,
                          head_learning_rate=0.0, dropout=0.0, random_state=0).fit(TEXTS, y)
     features = clf._features(TEXTS).astype(np.float64)
     probe = LogisticRegression(C=clf.probe_C_, max_iter=2000).fit(features, y)
@@ -448,15 +449,15 @@ def test_class_weight_balanced_is_sklearns_weighting(tiny_model):
     from sklearn.utils.class_weight import compute_sample_weight
 
     y = np.where(np.arange(len(TEXTS)) % 4 == 0, "rare", "common")
-    a = BertClassifier(tiny_model, epochs=2, min_steps=0, random_state=0,
+    a = BertClassifier(tiny_model, epochs=2, min_steps=0, contrastive_steps=0, random_state=0,
                        class_weight="balanced").fit(TEXTS, y)
-    b = BertClassifier(tiny_model, epochs=2, min_steps=0, random_state=0).fit(
+    b = BertClassifier(tiny_model, epochs=2, min_steps=0, contrastive_steps=0, random_state=0).fit(
         TEXTS, y, sample_weight=compute_sample_weight("balanced", y)
     )
     np.testing.assert_allclose(a.loss_curve_, b.loss_curve_, rtol=1e-6)
-    c = BertClassifier(tiny_model, epochs=2, min_steps=0, random_state=0,
+    c = BertClassifier(tiny_model, epochs=2, min_steps=0, contrastive_steps=0, random_state=0,
                        class_weight={"rare": 3.0, "common": 1.0}).fit(TEXTS, y)
-    d = BertClassifier(tiny_model, epochs=2, min_steps=0, random_state=0).fit(TEXTS, y)
+    d = BertClassifier(tiny_model, epochs=2, min_steps=0, contrastive_steps=0, random_state=0).fit(TEXTS, y)
     assert c.predict_proba(TEXTS)[:, 1].mean() > d.predict_proba(TEXTS)[:, 1].mean()
 
 
@@ -583,3 +584,22 @@ def test_length_grouped_batches_cover_each_text_once_with_less_padding():
     # Each epoch draws other batches.
     again = length_grouped_batches(lengths, 16, np.random.RandomState(2))
     assert {tuple(sorted(b)) for b in batches} != {tuple(sorted(b)) for b in again}
+
+
+def test_contrastive_steps_auto_runs_setfits_rounds_on_small_data_only(tiny_model, monkeypatch):
+    import skbert._classifier as module
+
+    clf = BertClassifier(tiny_model, epochs=1, min_steps=0, random_state=0).fit(TEXTS, LABELS)
+    # 20 rounds of 2 pairs for each of the 24 texts, 16 pairs a step.
+    assert clf.contrastive_steps_ == 60 == len(clf.contrastive_loss_curve_)
+    assert clf.n_steps_ == 60 + 2
+    monkeypatch.setattr(module, "CONTRASTIVE_AUTO_MAX", 23)
+    clf.fit(TEXTS, LABELS)
+    assert clf.contrastive_steps_ == 0 and clf.contrastive_loss_curve_ == []
+    assert clf.n_steps_ == 2
+    clf.set_params(contrastive_steps=7).fit(TEXTS, LABELS)
+    assert clf.contrastive_steps_ == 7 and clf.n_steps_ == 9
+    with pytest.raises(InvalidParameterError, match="contrastive_steps"):
+        clf.set_params(contrastive_steps=-1).fit(TEXTS, LABELS)
+    with pytest.raises(InvalidParameterError, match="contrastive_learning_rate"):
+        clf.set_params(contrastive_steps=0, contrastive_learning_rate=-1e-5).fit(TEXTS, LABELS)

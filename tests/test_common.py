@@ -215,7 +215,7 @@ _TINY = "tiny-model-placeholder"
         BertVectorizer(_TINY),
         BertVectorizer(_TINY, layers="all", pooling="mean_max", whitening="whiten", n_components=4, normalize=True),
         BertLayerSelector(_TINY, cv=2),
-        BertClassifier(_TINY, epochs=1, min_steps=0, batch_size=8),
+        BertClassifier(_TINY, epochs=1, min_steps=0, contrastive_steps=0, batch_size=8),
     ]
 )
 def test_text_estimator_checks(estimator, check, tiny_model):

@@ -46,7 +46,7 @@ def test_layer_weights_are_softmax_normalised_or_refused():
 def test_ignored_layer_weights_warn_in_both_estimators(estimator, tiny_model, texts):
     params = dict(layers=[1, 2], layer_agg="mean", layer_weights=[1.0, 2.0])
     if estimator is BertClassifier:
-        params.update(epochs=1, random_state=0)
+        params.update(epochs=1, min_steps=0, contrastive_steps=0, random_state=0)
     with pytest.warns(UserWarning, match="only used with layer_agg='weighted'.*'mean'"):
         fitted = estimator(tiny_model, **params).fit(texts, LABELS)
     assert getattr(fitted, "layer_weights_", None) is None

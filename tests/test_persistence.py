@@ -35,7 +35,8 @@ def _fitted(tiny_model, texts):
             BertVectorizer(tiny_model, layers="all", layer_agg="scalar_mix", whitening="whiten",
                            n_components=4, random_state=0).fit(texts, LABELS),
             BertVectorizer(tiny_model, layers=[1, 2], layer_agg="weighted", whitening="abtt").fit(texts),
-            BertClassifier(tiny_model, epochs=1, min_steps=0, random_state=0).fit(texts, LABELS),
+            BertClassifier(tiny_model, epochs=1, min_steps=0, contrastive_steps=0,
+                           random_state=0).fit(texts, LABELS),
             BertLayerSelector(tiny_model, cv=2, whitening="center").fit(texts, LABELS),
         ]
 
