@@ -585,11 +585,7 @@ def contrastive(model, head, groups, enc, cfg, texts, codes, weights, rng, histo
             )
             losses = (nn.functional.cosine_similarity(a, b) - target) ** 2
             loss = (losses * pair_w).sum() / len(batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(trainable, MAX_GRAD_NORM)
-            optimizer.step()
-            scheduler.step()
+            _step(loss, trainable, optimizer, scheduler)
             history.n_steps += 1
             history.contrastive_loss.append(float(loss.detach()))
             running += history.contrastive_loss[-1]
@@ -603,6 +599,15 @@ def contrastive(model, head, groups, enc, cfg, texts, codes, weights, rng, histo
     for param in model.parameters():
         param.requires_grad_(False)
     model.eval()
+
+
+def _step(loss, trainable, optimizer, scheduler):
+    """One optimisation step on ``loss``: clipped gradients, then the schedule."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    nn.utils.clip_grad_norm_(trainable, MAX_GRAD_NORM)
+    optimizer.step()
+    scheduler.step()
 
 
 #: Texts in one length-sorted group of training batches, in batches.
@@ -719,11 +724,7 @@ def train(model, head, groups, enc, cfg, texts, codes, weights, rng, *, validati
                 losses = nn.functional.cross_entropy(head(pooled), target[index], reduction="none")
                 losses = losses * weight[index]
                 loss = losses.sum() / len(batch)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(trainable, MAX_GRAD_NORM)
-                optimizer.step()
-                scheduler.step()
+                _step(loss, trainable, optimizer, scheduler)
                 history.n_steps += 1
                 total_loss += float(losses.detach().sum())
                 seen += len(batch)
